@@ -1,0 +1,72 @@
+"""evaluate_model end to end with a stand-in student; dedup; report files."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import SR, tone_stream
+
+from wakeword_dist.eval.report import dedup_by_key, evaluate_model, write_report
+
+NAMES = ["negative", "wake", "unknown"]
+
+
+def _clips():
+    """Positives: tone clips; negatives: noise clips. One duplicated key, one ignored label."""
+    pos = [tone_stream(1.0, [0.2], seed=i) for i in range(4)]
+    neg = [tone_stream(1.0, [], seed=10 + i) for i in range(4)]
+    audio = torch.tensor(np.stack(pos + neg))
+    labels = torch.tensor([1] * 4 + [0] * 4)
+    keys = [f"p{i}" for i in range(4)] + [f"n{i}" for i in range(4)]
+    yield {"audio": audio[:5], "label": labels[:5], "key": keys[:5]}
+    # second "rank" batch repeats p0 (gather padding) and has an unlabelled clip (−1)
+    yield {"audio": torch.cat([audio[5:], audio[:1], audio[:1]]),
+           "label": torch.cat([labels[5:], torch.tensor([1, -1])]),
+           "key": keys[5:] + ["p0", "x"]}
+
+
+def _streams():
+    # 30 s + 42 s of wake-free audio, one tone burst at 20 s in the second (a false accept)
+    return [("s1", tone_stream(30.0, [], seed=1), SR), ("s2", tone_stream(42.0, [20.0], seed=2), SR),
+            ("s1", tone_stream(30.0, [], seed=1), SR)]   # duplicate key is skipped
+
+
+def test_dedup_by_key_keeps_first():
+    keys, a, b = dedup_by_key(["x", "y", "x", "z"], np.array([1, 2, 3, 4]), ["a", "b", "c", "d"])
+    assert keys == ["x", "y", "z"]
+    np.testing.assert_array_equal(a, [1, 2, 4])
+    assert b == ["a", "b", "d"]
+
+
+def test_evaluate_model_given_threshold(tone_student):
+    rep = evaluate_model(tone_student, clip_batches=_clips(), stream_items=_streams(),
+                         positive_index=1, label_names=NAMES, smoothing_frames=3,
+                         lockout_s=2.0, target_fa_per_hour=10.0, threshold=0.5, progress=False)
+    assert rep["n_clips"] == 8 and rep["n_positive_clips"] == 4    # dedup + ignore −1
+    assert rep["accuracy"] == pytest.approx(1.0)
+    assert rep["frr_at_target"] == 0.0
+    assert rep["n_streams"] == 2
+    assert rep["stream_hours"] == pytest.approx(72.0 / 3600)        # measured from the data
+    assert rep["fa_count"] == 1
+    assert rep["fa_per_hour"] == pytest.approx(1 / (72.0 / 3600))
+    assert rep["activations"]["s1"] == []
+    (t,) = rep["activations"]["s2"]
+    assert 20.0 < t < 21.5                                           # window end, burst 20–20.5 s
+    assert not rep["meets_target"] and rep["threshold_source"] == "given"
+    assert rep["clip_auc"] == pytest.approx(1.0)
+
+
+def test_evaluate_model_chooses_threshold(tone_student, tmp_path):
+    rep = evaluate_model(tone_student, clip_batches=_clips(), stream_items=_streams(),
+                         positive_index=1, label_names=NAMES, smoothing_frames=1,
+                         lockout_s=1.0, target_fa_per_hour=60.0, progress=False)
+    assert rep["threshold_source"] == "chosen_on_split"
+    assert rep["fa_per_hour"] <= 60.0 and rep["meets_target"]
+    assert rep["frr_at_target"] == 0.0
+    paths = write_report(rep, tmp_path / "val")
+    loaded = json.loads((tmp_path / "val" / "report.json").read_text())
+    assert loaded["threshold"] == pytest.approx(rep["threshold"])
+    assert set(loaded["det"]) >= {"thresholds", "frr", "fa_per_hour", "eer"}
+    assert (tmp_path / "val" / "det.png").stat().st_size > 0
+    assert sorted(p.name for p in (tmp_path / "val").iterdir()) == ["det.png", "report.json"]
+    assert paths["report"].endswith("report.json")
