@@ -1,0 +1,111 @@
+"""`wakeword-dist <stage>`: one entry point per stage (also `python -m wakeword_dist`).
+
+Every stage takes `--config configs/<x>.yaml` (default: the embedded demo config) and any
+number of dotted overrides (`train.seed=3 distill.alpha=0.5`). Each stage that can run on
+several processes does so under `accelerate launch -m wakeword_dist.cli <stage> ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from wakeword_dist.config import ConfigError, load_config
+from wakeword_dist.errors import TrainingFailed, TrainingStopped
+
+STAGES: dict[str, tuple[str, object]] = {}
+
+
+def stage(name: str, help_text: str):
+    def register(fn):
+        STAGES[name] = (help_text, fn)
+        return fn
+    return register
+
+
+def _cfg(args):
+    return load_config(args.config, args.overrides)
+
+
+# ----------------------------------------------------------------------------- stages
+@stage("synth", "Generate the synthetic espeak-ng dataset (wake phrase, confusables, noise, streams) as shards.")
+def _synth(args):
+    from wakeword_dist.data.synth import synthesize
+
+    cfg = _cfg(args)
+    out = synthesize(cfg.data.root, wake_phrase=cfg.data.wake_phrase, seed=cfg.data.synth_seed,
+                     size=cfg.data.synth_size, clip_seconds=cfg.data.clip_seconds,
+                     audio_format=cfg.data.audio_format, progress=True)
+    print(json.dumps(out, indent=2, default=str))
+
+
+@stage("inspect-shards", "Counts, hours, label balance, speakers; checks every member decodes and counts match.")
+def _inspect(args):
+    from wakeword_dist.data.inspect_shards import inspect_shards, print_inspection
+
+    cfg = _cfg(args)
+    result = inspect_shards(cfg.data.root)
+    print_inspection(result)
+    if result.get("problems"):
+        sys.exit(1)
+
+
+@stage("train", "Train with the Accelerate recipe (train.job=baseline|distill|teacher).")
+def _train(args):
+    from wakeword_dist.train.recipe import run
+
+    return run(_cfg(args))
+
+
+@stage("train-teacher", "Fine-tune (or train from scratch) the HF teacher on the shards; saves runs/<exp>/teacher/best.")
+def _train_teacher(args):
+    from wakeword_dist.train.recipe import run
+
+    args.overrides = [*args.overrides, "train.job=teacher"]
+    return run(_cfg(args))
+
+
+@stage("models", "List the student architectures with their parameter counts.")
+def _models(args):
+    from wakeword_dist.models.registry import STUDENTS, list_students
+
+    counts = list_students(num_classes=2)
+    for name, n in counts.items():
+        print(f"{name:20s} {n:>10,d} params  {STUDENTS[name].description}")
+
+
+# ----------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wakeword-dist", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
+    for name, (help_text, _) in STAGES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", default=None, help="YAML config (default: embedded demo defaults)")
+        p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.seed=1 distill.alpha=0.5")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one stage; returns the process exit code (0 ok, 1 error, 2 config error, 75 requeue)."""
+    args = build_parser().parse_args(argv)
+    try:
+        STAGES[args.stage][1](args)
+    except ConfigError as exc:
+        print(f"wakeword-dist {args.stage}: config error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingStopped as exc:
+        print(f"wakeword-dist {args.stage}: {exc}; exit {exc.exit_code} (requeue me)", file=sys.stderr)
+        return exc.exit_code
+    except (TrainingFailed, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"wakeword-dist {args.stage}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def console_main() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,366 @@
+"""Typed configuration: one dataclass per section, loaded from YAML plus dotted overrides.
+
+Every setting lives here with its unit and a one-line help text. Unknown keys, wrong types
+and out-of-range values are errors that name the key (and suggest the nearest valid one),
+so a typo in a 200-GPU job fails in the first second instead of silently using a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message is one line naming the key."""
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, **kw):
+    if isinstance(default, (list, dict)):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata={"help": text}, **kw)
+    return field(default=default, metadata={"help": text}, **kw)
+
+
+@dataclass
+class RunConfig:
+    experiment: str = _help("Experiment name: W&B group and runs/<experiment>/ folder.", "demo")
+    runs_dir: str = _help("Root folder of run outputs.", "runs")
+
+
+@dataclass
+class DataConfig:
+    root: str = _help("Folder holding the dataset's splits (train/ val/ test/ stream/ background/).", "shards/demo")
+    sample_rate: int = _help("Audio sample rate in Hz; shards with another rate are refused.", 16000)
+    clip_seconds: float = _help("Clip length in seconds (training and clip-level eval).", 1.0)
+    batch_size: int = _help("Clips per batch per rank.", 64)
+    num_workers: int = _help("CPU decode workers per rank.", 1)
+    label_fraction: float = _help(
+        "Fraction of training clips whose label the *student* sees (chosen by a hash of the key); "
+        "the rest become unlabelled (label -1, KD term only). The teacher job always sees all labels.", 1.0)
+    synth_size: str = _help("Preset for `synth`: tiny (tests) or demo.", "demo")
+    synth_seed: int = _help("Seed of the synthetic generator.", 0)
+    wake_phrase: str = _help("Wake phrase spoken by the synthetic generator.", "hey nova")
+    audio_format: str = _help("Audio member format written by synth/build-shards: flac, wav or npy.", "wav")
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.sample_rate * self.clip_seconds))
+
+
+@dataclass
+class FrontendConfig:
+    n_mels: int = _help("Mel bands.", 40)
+    win_ms: float = _help("STFT window in ms.", 25.0)
+    hop_ms: float = _help("STFT hop in ms.", 10.0)
+    cmvn: bool = _help("Global CMVN with statistics from the training shards, stored with the run.", False)
+
+
+@dataclass
+class AugmentConfig:
+    noise_prob: float = _help("Probability of mixing a background clip into a training clip.", 0.8)
+    snr_db_min: float = _help("Lowest noise SNR in dB.", 0.0)
+    snr_db_max: float = _help("Highest noise SNR in dB.", 20.0)
+    rir_prob: float = _help("Probability of convolving with a room impulse response.", 0.3)
+    rir_dir: str = _help("Folder of RIR audio files; empty = generated decaying-noise RIRs.", "")
+    gain_db: float = _help("Random gain drawn from +-gain_db dB.", 6.0)
+    shift_ms: float = _help("Random time shift up to +-shift_ms ms.", 100.0)
+    specaugment: bool = _help("SpecAugment on the student's log-mel (training only).", True)
+
+
+@dataclass
+class StudentConfig:
+    name: str = _help("Student architecture: tiny_conv, mobilenetv3_small, bc_resnet.", "tiny_conv")
+    width: float = _help("Width multiplier (bc_resnet: 1 ~ 10k params, 8 ~ 320k).", 1.0)
+
+
+@dataclass
+class TeacherConfig:
+    name_or_path: str = _help(
+        "HF model id or local folder for AutoModelForAudioClassification.from_pretrained; empty = "
+        "the teacher trained by `train-teacher` (runs/<experiment>/teacher/best/).", "")
+    arch: str = _help("Architecture for from-scratch teachers: wav2vec2, hubert, wavlm.", "wav2vec2")
+    hidden_size: int = _help("From-scratch teacher: transformer width.", 64)
+    num_hidden_layers: int = _help("From-scratch teacher: transformer layers.", 2)
+    num_attention_heads: int = _help("From-scratch teacher: attention heads.", 2)
+    intermediate_size: int = _help("From-scratch teacher: feed-forward width.", 128)
+    conv_dim: int = _help("From-scratch teacher: channels of each feature-encoder conv.", 32)
+    dtype: str = _help("Frozen teacher precision while distilling: fp16, bf16 or fp32.", "bf16")
+    placement: str = _help("auto | replicate | zero3 (DeepSpeed ZeRO-3 sharded, inference only).", "auto")
+    memory_share: float = _help("auto placement: replicate when teacher+activations fit this share of free device memory.", 0.5)
+    trust_remote_code: bool = _help("Allow teachers that need remote code. Off: such teachers are refused.", False)
+    min_val_accuracy: float = _help("Quality gate: refuse to distil from a teacher below this val accuracy.", 0.8)
+    skip_quality_gate: bool = _help("Distil even if the teacher fails the quality gate.", False)
+
+
+@dataclass
+class DistillConfig:
+    alpha: float = _help("Weight of the KD term in [0, 1]; 0 = plain cross-entropy.", 0.7)
+    temperature: float = _help("Softmax temperature T > 0 for the KD term.", 2.0)
+    mode: str = _help("online: teacher runs every step; cached: logits from the annotate stage.", "online")
+    hard_negative_weight: float = _help("Loss weight of hard-negative clips (applies to CE and KD).", 2.0)
+
+
+@dataclass
+class TrainConfig:
+    job: str = _help("baseline | distill | teacher.", "distill")
+    seed: int = _help("Seed for weights, data order and augmentation.", 0)
+    epochs: int = _help("Epochs; each is batches_per_epoch steps on every rank.", 4)
+    batches_per_epoch: int = _help("Batches per rank per epoch (equal on every rank: no DDP hang).", 50)
+    lr: float = _help("Peak AdamW learning rate.", 3e-3)
+    weight_decay: float = _help("AdamW weight decay.", 1e-2)
+    warmup_steps: int = _help("Linear warm-up steps before the cosine decay.", 20)
+    grad_clip: float = _help("Gradient-norm clip; 0 disables.", 5.0)
+    mixed_precision: str = _help("Accelerate mixed precision: no, fp16, bf16.", "no")
+    eval_every: int = _help("Validate every N optimizer steps (and at the end); 0 = end only.", 100)
+    checkpoint_every: int = _help("Checkpoint every N steps; 0 = only at the end / on a stop signal.", 100)
+    keep_checkpoints: int = _help("Newest complete checkpoints kept.", 2)
+    resume: str = _help("never | auto (newest complete checkpoint) | a checkpoint folder.", "auto")
+    max_bad_fraction: float = _help("Stop when more than this fraction of clips failed to decode.", 0.05)
+    max_nonfinite_steps: int = _help("Stop after this many NaN/inf steps in a row.", 5)
+    max_steps: int = _help("Stop after this many steps (0 = epochs x batches_per_epoch); for tests.", 0)
+
+
+@dataclass
+class EvalConfig:
+    target_fa_per_hour: float = _help("False accepts per hour the threshold is chosen for (on val).", 2.0)
+    window_s: float = _help("Streaming detector window in s.", 1.0)
+    hop_s: float = _help("Streaming detector hop in s.", 0.1)
+    smoothing_frames: int = _help("Moving-average smoothing of detector scores, in hops.", 3)
+    lockout_s: float = _help("No second activation within this many s.", 1.0)
+    batch_size: int = _help("Clips per evaluation batch.", 128)
+
+
+@dataclass
+class ExportConfig:
+    opset: int = _help("ONNX opset.", 18)
+    int8: bool = _help("Also write an int8 (dynamic quantization) model.", True)
+
+
+@dataclass
+class LoggingConfig:
+    wandb: str = _help("auto (offline without an API key) | online | offline | disabled.", "auto")
+    project: str = _help("W&B project.", "wakeword-dist")
+    log_every: int = _help("Log train metrics every N steps.", 10)
+    progress: bool = _help("Progress bar on rank 0.", True)
+
+
+@dataclass
+class CompareConfig:
+    seeds: list = _help("Seeds run for each of baseline and distill.", [0, 1, 2])
+    launcher: str = _help("sequential (in-process) | accelerate | slurm.", "sequential")
+    num_processes: int = _help("Processes per run when launcher=accelerate.", 2)
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+
+    # ---- derived paths -------------------------------------------------------------
+    def job_dir(self, job: str | None = None, seed: int | None = None) -> Path:
+        job = job or self.train.job
+        base = Path(self.run.runs_dir) / self.run.experiment
+        if job == "teacher":
+            return base / "teacher"
+        return base / job / f"seed{self.train.seed if seed is None else seed}"
+
+    def teacher_path(self) -> str:
+        return self.teacher.name_or_path or str(Path(self.run.runs_dir) / self.run.experiment / "teacher" / "best")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---- validation ------------------------------------------------------------------------
+
+_CHOICES = {
+    "data.audio_format": ("flac", "wav", "npy"),
+    "data.synth_size": ("tiny", "demo"),
+    "teacher.arch": ("wav2vec2", "hubert", "wavlm"),
+    "teacher.dtype": ("fp16", "bf16", "fp32"),
+    "teacher.placement": ("auto", "replicate", "zero3"),
+    "distill.mode": ("online", "cached"),
+    "train.job": ("baseline", "distill", "teacher"),
+    "train.mixed_precision": ("no", "fp16", "bf16"),
+    "logging.wandb": ("auto", "online", "offline", "disabled"),
+    "compare.launcher": ("sequential", "accelerate", "slurm"),
+}
+
+# key -> (low, high, low_inclusive, high_inclusive); None = unbounded
+_RANGES = {
+    "data.sample_rate": (0, None, False, True),
+    "data.clip_seconds": (0, None, False, True),
+    "data.batch_size": (1, None, True, True),
+    "data.num_workers": (0, None, True, True),
+    "data.label_fraction": (0, 1, True, True),
+    "frontend.n_mels": (1, None, True, True),
+    "frontend.win_ms": (0, None, False, True),
+    "frontend.hop_ms": (0, None, False, True),
+    "augment.noise_prob": (0, 1, True, True),
+    "augment.rir_prob": (0, 1, True, True),
+    "student.width": (0, None, False, True),
+    "teacher.memory_share": (0, 1, False, True),
+    "teacher.min_val_accuracy": (0, 1, True, True),
+    "distill.alpha": (0, 1, True, True),
+    "distill.temperature": (0, None, False, True),
+    "distill.hard_negative_weight": (0, None, True, True),
+    "train.epochs": (1, None, True, True),
+    "train.batches_per_epoch": (1, None, True, True),
+    "train.lr": (0, None, False, True),
+    "train.max_bad_fraction": (0, 1, True, True),
+    "train.max_nonfinite_steps": (1, None, True, True),
+    "eval.target_fa_per_hour": (0, None, False, True),
+    "eval.window_s": (0, None, False, True),
+    "eval.hop_s": (0, None, False, True),
+    "compare.num_processes": (1, None, True, True),
+}
+
+
+def _check_range(key: str, value) -> None:
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(_CHOICES[key])}")
+    if key in _RANGES:
+        low, high, low_inc, high_inc = _RANGES[key]
+        too_low = low is not None and (value < low or (value == low and not low_inc))
+        too_high = high is not None and (value > high or (value == high and not high_inc))
+        if too_low or too_high:
+            lo = "(-inf" if low is None else ("[" if low_inc else "(") + str(low)
+            hi = "inf)" if high is None else str(high) + ("]" if high_inc else ")")
+            raise ConfigError(f"config key '{key}': {value!r} is out of range {lo}, {hi}")
+
+
+def _coerce(key: str, value, annotation):
+    """Check `value` against the field type; ints are accepted for floats."""
+    expected = {"str": str, "int": int, "float": float, "bool": bool, "list": list}[
+        annotation if isinstance(annotation, str) else annotation.__name__]
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(
+            f"config key '{key}': expected {expected.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _unknown_key(key: str, valid: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.split(".")[-1], [v.split(".")[-1] for v in valid], n=1)
+    prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+    if not close:
+        full = difflib.get_close_matches(key, valid, n=1)
+        hint = f"; did you mean '{full[0]}'?" if full else ""
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def _build(cls, values: dict, prefix: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in fields:
+            raise _unknown_key(key, [f"{prefix}{n}" for n in fields])
+        f = fields[name]
+        if dataclasses.is_dataclass(f.default_factory() if f.default_factory is not dataclasses.MISSING else None):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{key}': expected a section (mapping), got {value!r}")
+            kwargs[name] = _build(f.default_factory().__class__, value, f"{key}.")
+        else:
+            value = _coerce(key, value, f.type)
+            _check_range(key, value)
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config override '{dotted}': '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    tree: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form section.key=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
+    """Load a YAML config (None = the embedded demo defaults) and apply `key=value` overrides."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file {path}: top level must be a mapping of sections")
+    tree = _merge(tree, parse_overrides(list(overrides)))
+    cfg = _build(Config, tree, "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that one key alone cannot express."""
+    if cfg.augment.snr_db_min > cfg.augment.snr_db_max:
+        raise ConfigError("config key 'augment.snr_db_min' is larger than 'augment.snr_db_max'")
+    if not cfg.compare.seeds or not all(isinstance(s, int) for s in cfg.compare.seeds):
+        raise ConfigError("config key 'compare.seeds': expected a non-empty list of ints")
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+    os.replace(tmp, path)
+
+
+def describe() -> str:
+    """Every key with its default and help text (for `wakeword-dist config --help`-style docs)."""
+    lines = []
+    for section in dataclasses.fields(Config):
+        lines.append(f"{section.name}:")
+        for f in dataclasses.fields(section.default_factory().__class__):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"  {f.name}: {default!r}  # {f.metadata.get('help', '')}")
+    return "\n".join(lines)
+
+
+__all__ = ["Config", "ConfigError", "load_config", "save_config", "parse_overrides", "describe"]

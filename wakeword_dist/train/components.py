@@ -1,0 +1,291 @@
+"""Building blocks of the recipe: data, models, teacher, collectives, best-model files.
+
+Each function maps the typed config onto the plain-argument APIs of `data/`, `models/`,
+`distill/` and `eval/`, so those packages never see a config object or Accelerate.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate.utils import broadcast_object_list
+from tqdm.auto import tqdm
+
+from wakeword_dist.augment import WaveAugment, load_rirs
+from wakeword_dist.config import Config
+from wakeword_dist.data import reader
+from wakeword_dist.distill.loss import check_teacher_logits as _check_teacher_logits
+from wakeword_dist.models.registry import build_student
+from wakeword_dist.train.checkpoint import write_json_atomic
+
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class DataSplits:
+    root: Path
+    train_dir: Path
+    val_dir: Path
+    test_dir: Path
+    stream_dir: Path
+    background_dir: Path
+    label_names: list
+    positive_index: int
+    train_index: dict
+
+
+def open_data(cfg: Config, job: str) -> DataSplits:
+    """Check the dataset before any step: indexes readable, sample rate as configured."""
+    root = Path(cfg.data.root)
+    train_dir = root / "train"
+    if job == "distill" and cfg.distill.mode == "cached":
+        train_dir = cached_train_dir(cfg)
+    index = reader.read_index(train_dir)
+    reader.check_sample_rate(index, cfg.data.sample_rate, train_dir / "index.json")
+    val_index = reader.read_index(root / "val")
+    reader.check_sample_rate(val_index, cfg.data.sample_rate, root / "val" / "index.json")
+    label_names = list(index["label_names"])
+    if list(val_index["label_names"]) != label_names:
+        raise ValueError(f"label maps differ: {train_dir / 'index.json'} has {label_names}, "
+                         f"{root / 'val' / 'index.json'} has {list(val_index['label_names'])}")
+    return DataSplits(root=root, train_dir=train_dir, val_dir=root / "val", test_dir=root / "test",
+                      stream_dir=root / "stream", background_dir=root / "background",
+                      label_names=label_names, positive_index=1, train_index=index)
+
+
+def cached_train_dir(cfg: Config) -> Path:
+    """Where `annotate` writes the teacher-annotated training split."""
+    return Path(cfg.run.runs_dir) / cfg.run.experiment / "annotated" / "train"
+
+
+def train_loader(cfg: Config, data: DataSplits, acc, *, epoch: int, skip_batches: int,
+                 with_teacher_logits: bool):
+    return reader.make_train_loader(
+        data.train_dir, batch_size=cfg.data.batch_size, batches_per_epoch=cfg.train.batches_per_epoch,
+        rank=acc.process_index, world_size=acc.num_processes, seed=cfg.train.seed, epoch=epoch,
+        num_workers=cfg.data.num_workers, skip_batches=skip_batches, clip_samples=cfg.data.clip_samples,
+        expected_sample_rate=cfg.data.sample_rate, with_teacher_logits=with_teacher_logits)
+
+
+def augmenter(cfg: Config, data: DataSplits, device) -> WaveAugment:
+    a = cfg.augment
+    noise = None
+    if a.noise_prob > 0 and (data.background_dir / "index.json").exists():
+        noise = reader.load_background(data.background_dir, max_clips=256,
+                                       clip_samples=cfg.data.clip_samples).to(device)
+    rirs = load_rirs(a.rir_dir, cfg.data.sample_rate).to(device) if a.rir_dir else None
+    return WaveAugment(noise_bank=noise, snr_db=(a.snr_db_min, a.snr_db_max), noise_prob=a.noise_prob,
+                       rir_prob=a.rir_prob, rirs=rirs, gain_db=(-a.gain_db, a.gain_db), shift_ms=a.shift_ms,
+                       sample_rate=cfg.data.sample_rate).to(device)
+
+
+# ----------------------------------------------------------------------------- models
+def trainable_model(cfg: Config, job: str, label_names: list) -> tuple[torch.nn.Module, dict]:
+    """The model this job trains, plus the architecture record stored in checkpoints."""
+    if job == "teacher":
+        from wakeword_dist.models.teacher import TeacherModel, build_teacher_from_scratch, load_hf_for_finetune
+
+        t = cfg.teacher
+        if t.name_or_path:
+            hf = load_hf_for_finetune(t.name_or_path, label_names=label_names,
+                                      trust_remote_code=t.trust_remote_code)
+        else:
+            hf = build_teacher_from_scratch(
+                label_names, arch=t.arch, hidden_size=t.hidden_size, num_hidden_layers=t.num_hidden_layers,
+                num_attention_heads=t.num_attention_heads, intermediate_size=t.intermediate_size,
+                conv_dim=(t.conv_dim,) * 3)
+        model = TeacherModel(hf, name_or_path=t.name_or_path or "scratch")
+        arch = {"model": f"teacher:{t.name_or_path or t.arch}", "num_classes": len(label_names),
+                "label_names": list(label_names)}
+        return model, arch
+    specaug = {} if cfg.augment.specaugment else None
+    model = build_student(cfg.student.name, len(label_names), sample_rate=cfg.data.sample_rate,
+                          n_mels=cfg.frontend.n_mels, width=cfg.student.width,
+                          specaugment=specaug if specaug is None else {},
+                          win_ms=cfg.frontend.win_ms, hop_ms=cfg.frontend.hop_ms)
+    arch = {"model": cfg.student.name, "width": cfg.student.width, "num_classes": len(label_names),
+            "label_names": list(label_names), "n_mels": cfg.frontend.n_mels}
+    return model, arch
+
+
+def fit_cmvn(model, data: DataSplits, cfg: Config, acc) -> None:
+    """Global CMVN from a few training batches of rank 0, broadcast so all ranks agree."""
+    from wakeword_dist.models.frontend import compute_cmvn
+
+    batches = reader.make_eval_loader(data.train_dir, batch_size=cfg.data.batch_size, rank=0, world_size=1,
+                                      num_workers=0)
+    mean, std = compute_cmvn(model.frontend, (b["audio"].to(acc.device) for b in _take(batches, 20)))
+    stats = broadcast_object_list([mean.cpu(), std.cpu()])
+    model.frontend.set_cmvn(stats[0].to(acc.device), stats[1].to(acc.device))
+
+
+def _take(iterable, n):
+    for i, item in enumerate(iterable):
+        if i >= n:
+            return
+        yield item
+
+
+# ----------------------------------------------------------------------------- teacher
+def frozen_teacher(cfg: Config, acc, label_names: list):
+    """Load, freeze and place the teacher. Returns (module, callable, placement decision)."""
+    from wakeword_dist.distill.placement import place_teacher
+    from wakeword_dist.models.teacher import load_teacher
+
+    teacher = load_teacher(cfg.teacher_path(), label_names=label_names, dtype=cfg.teacher.dtype,
+                           trust_remote_code=cfg.teacher.trust_remote_code, device="cpu")
+    teacher.freeze()
+    fn, decision = place_teacher(
+        teacher, placement=cfg.teacher.placement, device=acc.device, batch_size=cfg.data.batch_size,
+        clip_samples=cfg.data.clip_samples, dtype=_DTYPES[cfg.teacher.dtype],
+        memory_share=cfg.teacher.memory_share, world_size=acc.num_processes)
+    acc.print(f"teacher placement: {decision.get('placement')} - {decision.get('reason', '')}")
+    return teacher, fn, decision
+
+
+def release_teacher(decision: dict) -> None:
+    if decision.get("placement") == "zero3":
+        from wakeword_dist.distill.placement import shutdown_teacher
+
+        shutdown_teacher(decision)
+
+
+def teacher_quality_gate(cfg: Config, acc, teacher_fn, data: DataSplits) -> dict:
+    """Refuse to distil from a teacher below `teacher.min_val_accuracy` on the val split.
+
+    Every rank makes the same number of teacher calls (padding with silent batches), since
+    a ZeRO-3 teacher hangs if one rank calls it fewer times than another."""
+    loader = list(reader.make_eval_loader(data.val_dir, batch_size=cfg.data.batch_size,
+                                          rank=acc.process_index, world_size=acc.num_processes,
+                                          num_workers=0))
+    n_max = int(max_over_ranks(acc, len(loader)))
+    correct = total = 0
+    for i in range(n_max):
+        if i < len(loader):
+            batch = loader[i]
+            audio, labels = batch["audio"].to(acc.device), batch["label"].to(acc.device)
+        else:
+            audio, labels = torch.zeros(1, cfg.data.clip_samples, device=acc.device), None
+        with torch.no_grad():
+            logits = teacher_fn(audio)
+        if labels is not None:
+            keep = labels >= 0
+            correct += int((logits.argmax(-1)[keep] == labels[keep]).sum())
+            total += int(keep.sum())
+    correct, total = sum_over_ranks(acc, [correct, total])
+    accuracy = correct / max(total, 1)
+    result = {"val_accuracy": accuracy, "val_clips": int(total), "min_val_accuracy": cfg.teacher.min_val_accuracy}
+    acc.print(f"teacher val accuracy {accuracy:.4f} on {int(total)} clips (gate {cfg.teacher.min_val_accuracy})")
+    if accuracy < cfg.teacher.min_val_accuracy and not cfg.teacher.skip_quality_gate:
+        raise RuntimeError(
+            f"teacher {cfg.teacher_path()} has val accuracy {accuracy:.4f} < teacher.min_val_accuracy="
+            f"{cfg.teacher.min_val_accuracy}; train it longer or set teacher.skip_quality_gate=true")
+    return result
+
+
+def check_cached_logits(cfg: Config, data: DataSplits) -> None:
+    from wakeword_dist.distill.annotate import check_cached_fingerprint
+    from wakeword_dist.models.teacher import load_teacher
+
+    teacher = load_teacher(cfg.teacher_path(), label_names=data.label_names, dtype="fp32",
+                           trust_remote_code=cfg.teacher.trust_remote_code, device="cpu")
+    check_cached_fingerprint(data.train_index, teacher.fingerprint(), data.train_dir / "index.json")
+
+
+def check_teacher_logits(logits: torch.Tensor) -> None:
+    _check_teacher_logits(logits)
+
+
+# ----------------------------------------------------------------------------- collectives
+def _reduce(acc, values, reduction: str) -> list[float]:
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=acc.device)
+    if acc.num_processes > 1:
+        t = acc.reduce(t, reduction=reduction)
+    return t.tolist()
+
+
+def sum_over_ranks(acc, values) -> list[float]:
+    return _reduce(acc, values, "sum")
+
+
+def mean_over_ranks(acc, values) -> list[float]:
+    return _reduce(acc, [v.detach().float().item() if torch.is_tensor(v) else v for v in values], "mean")
+
+
+def max_over_ranks(acc, value: float) -> float:
+    t = torch.tensor([float(value)], device=acc.device)
+    if acc.num_processes > 1:
+        t = acc.gather(t).max()
+    return float(t.max())
+
+
+def all_ranks_true(acc, flag: torch.Tensor) -> bool:
+    """1.0 on every rank -> True everywhere; any 0.0 -> False everywhere."""
+    return sum_over_ranks(acc, [flag.item()])[0] >= acc.num_processes - 0.5
+
+
+def broadcast_object(acc, obj):
+    if acc.num_processes == 1:
+        return obj
+    return broadcast_object_list([obj], from_process=0)[0]
+
+
+# ----------------------------------------------------------------------------- best model
+def is_better(candidate: dict, best: dict | None, cfg: Config, job: str) -> bool:
+    """Teacher: higher val accuracy. Students: lowest FRR with FA/h <= target (ties: higher F1)."""
+    if best is None:
+        return True
+    if job == "teacher":
+        return candidate["accuracy"] > best["accuracy"]
+    from wakeword_dist.eval.det import select_best
+
+    chosen = select_best([best, candidate], cfg.eval.target_fa_per_hour)
+    return chosen is candidate or chosen == candidate and chosen is not best
+
+
+def save_best(acc, model, best_dir: Path, architecture: dict, label_names: list, val: dict, cfg: Config) -> None:
+    """Rank 0: weights (safetensors) + everything needed to rebuild the module."""
+    from safetensors.torch import save_file
+
+    best_dir.mkdir(parents=True, exist_ok=True)
+    unwrapped = acc.unwrap_model(model)
+    state = {k: v.detach().cpu().contiguous() for k, v in unwrapped.state_dict().items()}
+    tmp = best_dir / ".model.safetensors.tmp"
+    save_file(state, str(tmp))
+    tmp.replace(best_dir / "model.safetensors")
+    meta = {"architecture": architecture, "label_names": label_names, "val": val,
+            "arch_args": getattr(unwrapped, "arch_args", None)}
+    write_json_atomic(best_dir / "model.json", meta)
+
+
+def load_best_student(best_dir: Path, device="cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild a student from `best/` (weights_only-safe: safetensors + JSON)."""
+    from safetensors.torch import load_file
+
+    meta = json.loads((Path(best_dir) / "model.json").read_text())
+    args = dict(meta["arch_args"])
+    model = build_student(args.pop("name"), args.pop("num_classes"), **args)
+    model.load_state_dict(load_file(str(Path(best_dir) / "model.safetensors"), device=str(device)))
+    return model.to(device).eval(), meta
+
+
+# ----------------------------------------------------------------------------- progress
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+
+def progress_bar(acc, cfg: Config, total: int, initial: int):
+    if not (acc.is_main_process and cfg.logging.progress):
+        return _NoBar()
+    return tqdm(total=total, initial=initial, desc=cfg.train.job, unit="step", dynamic_ncols=True)

@@ -1,0 +1,307 @@
+"""The one training recipe: teacher fine-tune, baseline student, distilled student.
+
+Reads top to bottom: `setup()` builds everything, `train()` runs the loop, `cleanup()` closes
+loggers. The same code runs as `python launch/train.py` (one process, debug), as
+`accelerate launch launch/train.py` (DDP over GPUs/nodes, or gloo CPU ranks) and from
+`wakeword-dist train`. Accelerate is the only distributed API used here; the ZeRO-3 teacher
+placement goes through `distill.placement`.
+
+Job differences, and nothing else:
+- teacher:  the HF teacher is the trainable model; CE on every label.
+- baseline: the student is trained with CE only (alpha = 0) on the labels it is allowed to see.
+- distill:  the same student, same seed and same batches, plus the teacher's KD term.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from wakeword_dist.config import Config, save_config
+from wakeword_dist.distill.loss import KDLoss
+from wakeword_dist.train import checkpoint as ckpt
+from wakeword_dist.train import components as build
+from wakeword_dist.train.run_logger import RunLogger
+from wakeword_dist.errors import EXIT_REQUEUE, TrainingFailed, TrainingStopped
+from wakeword_dist.train.signals import StopFlag
+from wakeword_dist.train.validate import validate
+
+__all__ = ["Recipe", "run", "label_keep_mask", "EXIT_REQUEUE", "TrainingFailed", "TrainingStopped"]
+
+
+def label_keep_mask(keys: list[str], fraction: float) -> torch.Tensor:
+    """Which clips keep their label for the student: a stable hash of the key, not the RNG,
+    so baseline and distill hide exactly the same labels whatever the rank or resume point."""
+    if fraction >= 1.0:
+        return torch.ones(len(keys), dtype=torch.bool)
+    return torch.tensor([(zlib.crc32(k.encode()) % 10_000) < fraction * 10_000 for k in keys])
+
+
+def warmup_cosine(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+class Recipe:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.job = cfg.train.job
+        self.run_dir = cfg.job_dir()
+        self.teacher = None          # frozen teacher module (online distill), for tests and hooks
+        self.teacher_fn = None       # callable (B, S) -> (B, C) float32 logits
+        self.placement: dict = {}
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> "Recipe":
+        cfg = self.cfg
+        self.accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
+        acc = self.accelerator
+        set_seed(cfg.train.seed)
+        self.data = build.open_data(cfg, job=self.job)
+        self.label_names = self.data.label_names
+
+        self.model, self.architecture = build.trainable_model(cfg, self.job, self.label_names)
+        self.model.to(acc.device)
+        if cfg.frontend.cmvn and self.job != "teacher":
+            build.fit_cmvn(self.model, self.data, cfg, acc)
+
+        if self.job == "distill":
+            if cfg.distill.mode == "online":
+                self.teacher, self.teacher_fn, self.placement = build.frozen_teacher(cfg, acc, self.label_names)
+                self.teacher_quality = build.teacher_quality_gate(cfg, acc, self.teacher_fn, self.data)
+            else:
+                self.placement = {"placement": "cached", "reason": "distill.mode=cached"}
+                build.check_cached_logits(cfg, self.data)
+
+        alpha = cfg.distill.alpha if self.job == "distill" else 0.0
+        hn_weight = cfg.distill.hard_negative_weight if self.job != "teacher" else 1.0
+        self.loss_fn = KDLoss(alpha=alpha, temperature=cfg.distill.temperature, hard_negative_weight=hn_weight)
+        self.augment = build.augmenter(cfg, self.data, acc.device)
+
+        self.total_steps = cfg.train.epochs * cfg.train.batches_per_epoch
+        if cfg.train.max_steps:
+            self.total_steps = min(self.total_steps, cfg.train.max_steps)
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(cfg.train.warmup_steps, cfg.train.epochs * cfg.train.batches_per_epoch))
+        self.model, self.optimizer, self.scheduler = acc.prepare(self.model, optimizer, scheduler)
+
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.best: dict | None = None
+        resume_from = self._resume_point()
+        if resume_from is not None:
+            self._load(resume_from)
+        if acc.is_main_process:
+            save_config(cfg, self.run_dir / "config.yaml")
+        self.logger = RunLogger(
+            self.run_dir, is_main=acc.is_main_process, wandb_mode=cfg.logging.wandb,
+            project=cfg.logging.project, group=cfg.run.experiment, job_type=self.job,
+            name=f"{self.job}-seed{cfg.train.seed}" if self.job != "teacher" else "teacher",
+            config=cfg.to_dict(), resume_step=self.step if resume_from is not None else None)
+        self._banner()
+        return self
+
+    def _resume_point(self) -> Path | None:
+        mode = self.cfg.train.resume
+        if mode == "never":
+            return None
+        if mode == "auto":
+            return ckpt.latest_checkpoint(self.run_dir / "checkpoints")
+        path = Path(mode)
+        if not (path / ckpt.TRAIN_STATE).is_file():
+            raise FileNotFoundError(f"train.resume={mode}: not a complete checkpoint (no {ckpt.TRAIN_STATE})")
+        return path
+
+    def _load(self, path: Path) -> None:
+        state = ckpt.read_train_state(path)
+        ckpt.check_resume_compatible(state, self.architecture, path)
+        self.accelerator.load_state(str(path))
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.best = state.get("best")
+        self.nonfinite_in_row = state.get("nonfinite_in_row", 0)
+        self.accelerator.print(f"resumed from {path} at step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})")
+
+    def _banner(self) -> None:
+        acc, cfg = self.accelerator, self.cfg
+        n_params = sum(p.numel() for p in acc.unwrap_model(self.model).parameters())
+        teacher = ""
+        if self.job == "distill":
+            teacher = (f" | teacher {cfg.teacher_path()} dtype={cfg.teacher.dtype} "
+                       f"placement={self.placement.get('placement')} ({self.placement.get('reason', '')})")
+        acc.print(
+            f"[wakeword-dist] job={self.job} seed={cfg.train.seed} world_size={acc.num_processes} "
+            f"global_batch={cfg.data.batch_size * acc.num_processes} precision={cfg.train.mixed_precision} "
+            f"model={self.architecture['model']} params={n_params:,} steps={self.total_steps}{teacher}")
+
+    # ------------------------------------------------------------------ train
+    def train(self) -> dict:
+        cfg, acc = self.cfg, self.accelerator
+        stop = StopFlag().install()
+        progress = build.progress_bar(acc, cfg, self.total_steps, self.step)
+        self.nonfinite_in_row = getattr(self, "nonfinite_in_row", 0)
+        seen = skipped = 0
+        window_t0, window_clips = time.perf_counter(), 0
+        try:
+            while self.step < self.total_steps:
+                loader = build.train_loader(cfg, self.data, acc, epoch=self.epoch, skip_batches=self.batch_in_epoch,
+                                            with_teacher_logits=self.job == "distill" and cfg.distill.mode == "cached")
+                for batch in loader:
+                    metrics = self._train_step(batch)
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    progress.update(1)
+                    seen += len(batch["key"])
+                    skipped += int(batch.get("skipped", 0))
+                    window_clips += len(batch["key"])
+                    if self.step % cfg.logging.log_every == 0 or self.step == self.total_steps:
+                        totals = build.sum_over_ranks(acc, [seen, skipped, window_clips])
+                        seen_all, skipped_all, clips_all = totals
+                        elapsed = time.perf_counter() - window_t0
+                        metrics.update({"data/skipped": skipped_all, "train/clips_per_s": clips_all / max(elapsed, 1e-9),
+                                        "train/lr": self.scheduler.get_last_lr()[0], "train/epoch": self.epoch})
+                        self.logger.log(metrics, self.step)
+                        progress.set_postfix(loss=f"{metrics['train/loss']:.3f}")
+                        window_t0, window_clips = time.perf_counter(), 0
+                        if skipped_all > cfg.train.max_bad_fraction * (seen_all + skipped_all):
+                            raise TrainingFailed(
+                                f"{skipped_all} of {seen_all + skipped_all} clips failed to decode, more than "
+                                f"train.max_bad_fraction={cfg.train.max_bad_fraction}; see the log for shards and keys")
+                    if cfg.train.eval_every and self.step % cfg.train.eval_every == 0 and self.step < self.total_steps:
+                        self._validate_and_select()
+                    if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
+                        self._save()
+                    if stop.agreed(acc):
+                        self._save()
+                        raise TrainingStopped(f"stop signal received; checkpoint at step {self.step} written")
+                    if self.step >= self.total_steps:
+                        break
+                else:
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    continue
+                if self.batch_in_epoch >= cfg.train.batches_per_epoch:
+                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            final = self._validate_and_select()
+            self._save()
+            self._finish(final)
+            return {"step": self.step, "val": final, "best": self.best, "run_dir": str(self.run_dir)}
+        finally:
+            stop.uninstall()
+            progress.close()
+
+    def _train_step(self, batch: dict) -> dict:
+        cfg, acc = self.cfg, self.accelerator
+        audio = batch["audio"].to(acc.device, non_blocking=True)
+        labels = batch["label"].to(acc.device)
+        if self.job != "teacher":
+            keep = label_keep_mask(batch["key"], cfg.data.label_fraction).to(acc.device)
+            labels = torch.where(keep, labels, torch.full_like(labels, -1))
+        hard_negative = batch["hard_negative"].to(acc.device)
+
+        # One generator per (seed, rank, step): augmentation is identical for baseline and
+        # distill, and exactly reproducible after a resume without saving generator state.
+        gen = torch.Generator(device=acc.device).manual_seed(
+            (cfg.train.seed * 1_000_003 + acc.process_index * 10_007 + self.step) % (2**63))
+        self.model.train()
+        audio = self.augment(audio, gen)
+
+        teacher_logits = None
+        if self.job == "distill":
+            if cfg.distill.mode == "online":
+                with torch.no_grad():
+                    teacher_logits = self.teacher_fn(audio)
+            else:
+                teacher_logits = batch["teacher_logits"].to(acc.device)
+            build.check_teacher_logits(teacher_logits)
+
+        with acc.autocast():
+            logits = self.model(audio)
+        losses = self.loss_fn(logits, teacher_logits, labels, hard_negative)
+
+        # Every rank must agree to skip a non-finite step, or DDP's all-reduce would hang.
+        finite = torch.isfinite(losses["loss"]).float().reshape(1)
+        all_finite = build.all_ranks_true(acc, finite)
+        if all_finite:
+            acc.backward(losses["loss"])
+            grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip) if cfg.train.grad_clip else None
+            if grad_norm is not None and not torch.isfinite(torch.as_tensor(grad_norm)):
+                all_finite = False
+            else:
+                self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if all_finite:
+            self.nonfinite_in_row = 0
+        else:
+            self.nonfinite_in_row += 1
+            acc.print(f"step {self.step + 1}: non-finite loss or gradient, step skipped ({self.nonfinite_in_row} in a row)")
+            if self.nonfinite_in_row >= cfg.train.max_nonfinite_steps:
+                raise TrainingFailed(
+                    f"{self.nonfinite_in_row} non-finite steps in a row (train.max_nonfinite_steps); "
+                    f"the last good checkpoint is kept in {self.run_dir / 'checkpoints'}")
+        reduced = build.mean_over_ranks(acc, [losses["loss"], losses["ce"], losses["kd"]])
+        out = {"train/loss": reduced[0], "train/ce_loss": reduced[1], "train/nonfinite_skipped": float(not all_finite)}
+        if self.job == "distill":
+            out["train/kd_loss"] = reduced[2]
+        return out
+
+    # ------------------------------------------------------------------ eval, checkpoints
+    def _validate_and_select(self) -> dict:
+        cfg, acc = self.cfg, self.accelerator
+        report = validate(acc, self.model, self.data, cfg, split="val", job=self.job)
+        if acc.is_main_process:
+            self.logger.log({f"val/{k}": v for k, v in report["summary"].items()}, self.step)
+            candidate = {"step": self.step, **report["summary"]}
+            if build.is_better(candidate, self.best, cfg, self.job):
+                self.best = candidate
+                build.save_best(acc, self.model, self.run_dir / "best", self.architecture, self.label_names,
+                                candidate, cfg)
+        self.best = build.broadcast_object(acc, self.best)
+        return report["summary"]
+
+    def _save(self) -> None:
+        state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                 "architecture": self.architecture, "best": self.best, "nonfinite_in_row": self.nonfinite_in_row,
+                 "world_size": self.accelerator.num_processes, "config": self.cfg.to_dict()}
+        if self.batch_in_epoch >= self.cfg.train.batches_per_epoch:
+            state["epoch"], state["batch_in_epoch"] = self.epoch + 1, 0
+        ckpt.save_checkpoint(self.accelerator, self.run_dir / "checkpoints", self.step, state,
+                             keep=self.cfg.train.keep_checkpoints)
+
+    def _finish(self, final: dict) -> None:
+        acc = self.accelerator
+        if acc.is_main_process:
+            summary = {"step": self.step, "completed": True, "best": self.best, "final_val": final,
+                       "placement": self.placement, "world_size": acc.num_processes}
+            if getattr(self, "teacher_quality", None) is not None:
+                summary["teacher_quality"] = self.teacher_quality
+            ckpt.write_json_atomic(self.run_dir / "final.json", summary)
+            self.logger.summary({f"best/{k}": v for k, v in (self.best or {}).items()})
+        acc.wait_for_everyone()
+
+    def cleanup(self) -> None:
+        if hasattr(self, "logger"):
+            self.logger.close()
+        build.release_teacher(self.placement)
+        if hasattr(self, "accelerator"):
+            self.accelerator.wait_for_everyone()
+            self.accelerator.end_training()
+
+
+def run(cfg: Config) -> dict:
+    recipe = Recipe(cfg)
+    try:
+        recipe.setup()
+        return recipe.train()
+    finally:
+        recipe.cleanup()

@@ -1,0 +1,80 @@
+"""Multi-rank evaluation of a split: each rank scores its share, rank 0 builds the report.
+
+Clips: the eval loader gives every sample to exactly one rank; results are gathered and
+de-duplicated by key. Streams: stream i goes to rank i % world_size. The `stream` split is
+shared by val and test: streams sorted by key, the first half is val's, the second test's,
+so the threshold chosen on val is never tuned on the audio it is reported on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from accelerate.utils import gather_object
+
+from wakeword_dist.config import Config
+from wakeword_dist.data import reader
+from wakeword_dist.eval.report import build_report, dedup_by_key, score_clips, score_streams
+
+SUMMARY_KEYS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "frr_at_target", "fa_per_hour",
+                "threshold", "clip_auc", "clip_eer", "det_eer", "n_clips", "stream_hours")
+
+
+def stream_keys_for(split: str, stream_dir) -> list[str]:
+    keys = sorted(reader.stream_keys(stream_dir))
+    half = (len(keys) + 1) // 2
+    return keys[:half] if split == "val" else keys[half:]
+
+
+def score_split(acc, model, data, cfg: Config, *, split: str, with_streams: bool = True):
+    """Collective. Returns on rank 0: (probs, labels, stream_scores, stream_durations, stream_keys)."""
+    split_dir = {"val": data.val_dir, "test": data.test_dir}[split]
+    device = acc.device
+    net = acc.unwrap_model(model) if hasattr(acc, "unwrap_model") else model
+    loader = reader.make_eval_loader(split_dir, batch_size=cfg.eval.batch_size, rank=acc.process_index,
+                                     world_size=acc.num_processes, num_workers=0)
+    with acc.autocast():
+        keys, probs, labels = score_clips(net, loader, device=device)
+    s_keys, s_scores, s_dur = [], [], []
+    if with_streams and (data.stream_dir / "index.json").exists():
+        wanted = stream_keys_for(split, data.stream_dir)
+        mine = set(wanted[acc.process_index::acc.num_processes])
+        items = ((k, w, sr) for k, w, sr in reader.iter_stream(data.stream_dir) if k in mine)
+        s_keys, s_scores, s_dur = score_streams(
+            net, items, positive_index=data.positive_index, sample_rate=cfg.data.sample_rate,
+            window_s=cfg.eval.window_s, hop_s=cfg.eval.hop_s, device=device,
+            batch_size=cfg.eval.batch_size, progress=False)
+    gathered = gather_object([(keys, probs, labels, s_keys, s_scores, s_dur)]) if acc.num_processes > 1 \
+        else [(keys, probs, labels, s_keys, s_scores, s_dur)]
+    if not acc.is_main_process:
+        return None
+    all_keys = [k for g in gathered for k in g[0]]
+    all_probs = np.concatenate([g[1] for g in gathered if len(g[1])]) if all_keys else np.zeros((0, len(data.label_names)))
+    all_labels = np.concatenate([g[2] for g in gathered if len(g[2])]) if all_keys else np.zeros(0, dtype=np.int64)
+    all_keys, all_probs, all_labels = dedup_by_key(all_keys, all_probs, all_labels)
+    streams = sorted((k, s, d) for g in gathered for k, s, d in zip(g[3], g[4], g[5]))
+    return all_keys, all_probs, all_labels, [s for _, s, _ in streams], [d for _, _, d in streams], \
+        [k for k, _, _ in streams]
+
+
+def validate(acc, model, data, cfg: Config, *, split: str = "val", job: str = "distill",
+             threshold: float | None = None) -> dict:
+    """Collective. On rank 0 returns {"report": full report, "summary": scalar metrics}; else {}."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            scored = score_split(acc, model, data, cfg, split=split, with_streams=job != "teacher")
+    finally:
+        model.train(was_training)
+    if scored is None:
+        return {"summary": {}}
+    keys, probs, labels, s_scores, s_dur, s_keys = scored
+    report = build_report(
+        probs, labels, s_scores, s_dur, positive_index=data.positive_index, label_names=data.label_names,
+        hop_s=cfg.eval.hop_s, window_s=cfg.eval.window_s, smoothing_frames=cfg.eval.smoothing_frames,
+        lockout_s=cfg.eval.lockout_s, target_fa_per_hour=cfg.eval.target_fa_per_hour, threshold=threshold,
+        stream_keys=s_keys)
+    report["n_unique_keys"] = len(keys)
+    summary = {k: float(report[k]) for k in SUMMARY_KEYS if k in report and report[k] is not None}
+    return {"report": report, "summary": summary}
