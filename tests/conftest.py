@@ -49,7 +49,8 @@ def tiny_teacher_dir(tmp_path_factory, tiny_shards) -> Path:
     """A tiny Wav2Vec2 classifier saved with save_pretrained, loaded by path like a hub model."""
     import json
 
-    from wakeword_dist.models.teacher import build_teacher_from_scratch, save_teacher_dir
+    from wakeword_dist.models.teacher import build_teacher_from_scratch
+    from wakeword_dist.train.components import save_teacher_dir
 
     labels = json.loads((tiny_shards / "train" / "index.json").read_text())["label_names"]
     model = build_teacher_from_scratch(labels, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,

@@ -66,6 +66,37 @@ def _train_teacher(args):
     return run(_cfg(args))
 
 
+@stage("evaluate", "Score the run's best checkpoint: θ chosen on val for the target FA/h, reported on test "
+                   "(report.json, det.png).")
+def _evaluate(args):
+    from wakeword_dist.stages.evaluate import evaluate_run
+
+    evaluate_run(_cfg(args))
+
+
+@stage("export", "Export the run's best student to ONNX (+ int8), check onnxruntime parity, score both on test.")
+def _export(args):
+    from wakeword_dist.stages.export import export_run
+
+    export_run(_cfg(args))
+
+
+@stage("compare", "Train/evaluate compare.seeds x {baseline, distill}; mean ± std, paired difference with 95% CI, "
+                  "comparison.json/png, W&B group summary.")
+def _compare(args):
+    from wakeword_dist.stages.compare import compare
+
+    compare(_cfg(args))
+
+
+@stage("pipeline", "The main job: synth -> teacher -> (annotate) -> students x seeds -> evaluate -> compare -> "
+                   "export; finished stages are skipped.")
+def _pipeline(args):
+    from wakeword_dist.stages.pipeline import pipeline
+
+    pipeline(_cfg(args))
+
+
 @stage("models", "List the student architectures with their parameter counts.")
 def _models(args):
     from wakeword_dist.models.registry import STUDENTS, list_students

@@ -7,6 +7,7 @@ Each function maps the typed config onto the plain-argument APIs of `data/`, `mo
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,18 +88,20 @@ def augmenter(cfg: Config, data: DataSplits, device) -> WaveAugment:
 def trainable_model(cfg: Config, job: str, label_names: list) -> tuple[torch.nn.Module, dict]:
     """The model this job trains, plus the architecture record stored in checkpoints."""
     if job == "teacher":
-        from wakeword_dist.models.teacher import TeacherModel, build_teacher_from_scratch, load_hf_for_finetune
+        from wakeword_dist.models.teacher import TeacherModel, build_teacher_from_scratch, load_teacher
 
         t = cfg.teacher
-        if t.name_or_path:
-            hf = load_hf_for_finetune(t.name_or_path, label_names=label_names,
-                                      trust_remote_code=t.trust_remote_code)
+        if t.name_or_path:  # fine-tune a pretrained checkpoint, in float32
+            model = load_teacher(t.name_or_path, label_names=label_names, dtype="fp32",
+                                 trust_remote_code=t.trust_remote_code, sample_rate=cfg.data.sample_rate,
+                                 freeze=False)
         else:
             hf = build_teacher_from_scratch(
                 label_names, arch=t.arch, hidden_size=t.hidden_size, num_hidden_layers=t.num_hidden_layers,
                 num_attention_heads=t.num_attention_heads, intermediate_size=t.intermediate_size,
                 conv_dim=(t.conv_dim,) * 3)
-        model = TeacherModel(hf, name_or_path=t.name_or_path or "scratch")
+            model = TeacherModel(hf, label_names=label_names, name_or_path=f"scratch:{t.arch}",
+                                 sample_rate=cfg.data.sample_rate, dtype="fp32")
         arch = {"model": f"teacher:{t.name_or_path or t.arch}", "num_classes": len(label_names),
                 "label_names": list(label_names)}
         return model, arch
@@ -247,12 +250,38 @@ def is_better(candidate: dict, best: dict | None, cfg: Config, job: str) -> bool
     return chosen is candidate or chosen == candidate and chosen is not best
 
 
+def save_teacher_dir(hf_model, out_dir: Path, sample_rate: int = 16000) -> Path:
+    """A HF folder (config, safetensors, feature-extractor config) that `load_teacher` reads by path.
+    Written to a temp folder and renamed, so a reader never sees half a teacher."""
+    import shutil
+
+    from transformers import Wav2Vec2FeatureExtractor
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    hf_model.save_pretrained(tmp, safe_serialization=True)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=sample_rate, do_normalize=True,
+                             return_attention_mask=False).save_pretrained(tmp)
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    if out_dir.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return out_dir
+
+
 def save_best(acc, model, best_dir: Path, architecture: dict, label_names: list, val: dict, cfg: Config) -> None:
-    """Rank 0: weights (safetensors) + everything needed to rebuild the module."""
+    """Rank 0: students -> safetensors + JSON to rebuild the module; teacher -> a HF folder."""
     from safetensors.torch import save_file
 
-    best_dir.mkdir(parents=True, exist_ok=True)
     unwrapped = acc.unwrap_model(model)
+    if hasattr(unwrapped, "fingerprint"):  # the teacher job
+        save_teacher_dir(unwrapped.model, best_dir, cfg.data.sample_rate)
+        write_json_atomic(best_dir / "quality.json", {"val": val, "label_names": label_names})
+        return
+    best_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in unwrapped.state_dict().items()}
     tmp = best_dir / ".model.safetensors.tmp"
     save_file(state, str(tmp))

@@ -1,0 +1,45 @@
+"""`wakeword-dist evaluate`: score a run's best checkpoint on val (choose θ) and test (report at θ).
+
+θ is chosen on val for `eval.target_fa_per_hour` and then used unchanged on test; val and
+test use disjoint halves of the `stream` split (see train/validate.py). Collective: runs
+as one process or under `accelerate launch -m wakeword_dist.cli evaluate`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from wakeword_dist.config import Config
+from wakeword_dist.eval.report import write_report
+from wakeword_dist.train import components
+from wakeword_dist.train.checkpoint import write_json_atomic
+from wakeword_dist.train.validate import validate
+
+
+def evaluate_run(cfg: Config, run_dir: Path | None = None) -> dict | None:
+    """Write report.json + det.png into the run folder; returns the test report on rank 0."""
+    run_dir = Path(run_dir or cfg.job_dir())
+    best = run_dir / "best"
+    if not (best / "model.safetensors").is_file():
+        raise FileNotFoundError(f"no trained model in {best} (run `wakeword-dist train` first)")
+    acc = Accelerator()
+    model, meta = components.load_best_student(best, device=acc.device)
+    data = components.open_data(cfg, job="baseline")
+    if list(meta["label_names"]) != list(data.label_names):
+        raise ValueError(f"model in {best} was trained with labels {meta['label_names']}, "
+                         f"the dataset {cfg.data.root} has {data.label_names}")
+    val = validate(acc, model, data, cfg, split="val")
+    threshold = components.broadcast_object(acc, val["summary"].get("threshold") if acc.is_main_process else None)
+    test = validate(acc, model, data, cfg, split="test", threshold=threshold)
+    if not acc.is_main_process:
+        return None
+    report = dict(test["report"])
+    report.update({"split": "test", "val_threshold_choice": val["summary"], "run_dir": str(run_dir),
+                   "best_step": meta["val"].get("step"), "model": meta["architecture"]})
+    write_report(report, run_dir, name=f"{run_dir.parent.name}/{run_dir.name}")
+    write_json_atomic(run_dir / "val_report.json", {k: v for k, v in val["report"].items() if k != "activations"})
+    print(f"[evaluate] {run_dir}: test F1 {report['f1_macro']:.4f}, FRR {report['frr_at_target']:.4f} "
+          f"at {report['fa_per_hour']:.2f} FA/h (θ={threshold:.3f} from val)")
+    return report

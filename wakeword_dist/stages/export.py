@@ -1,0 +1,41 @@
+"""`wakeword-dist export`: the run's best student to ONNX (raw audio in, probabilities out).
+
+Writes `model.onnx` and `model.int8.onnx` beside the run's report, checks parity with
+onnxruntime, and scores both ONNX files on test at val's threshold so the int8 metric
+change is measured, not assumed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from wakeword_dist.config import Config
+from wakeword_dist.export.onnx_export import OnnxClassifier, export_onnx, metric_change
+from wakeword_dist.train import components
+from wakeword_dist.train.checkpoint import write_json_atomic
+from wakeword_dist.train.validate import validate
+
+
+def export_run(cfg: Config, run_dir: Path | None = None) -> dict:
+    run_dir = Path(run_dir or cfg.job_dir())
+    model, meta = components.load_best_student(run_dir / "best")
+    result = export_onnx(model, run_dir / "model.onnx", sample_rate=cfg.data.sample_rate,
+                         clip_samples=cfg.data.clip_samples, opset=cfg.export.opset, int8=cfg.export.int8,
+                         label_names=meta["label_names"])
+    print(f"[export] {result['onnx_path']} ({result['onnx_bytes'] / 1024:.0f} KiB), "
+          f"max |onnxruntime - torch| = {max(result['max_abs_diff'].values()):.2e}")
+    if cfg.export.int8 and result["int8_path"]:
+        acc = Accelerator()
+        data = components.open_data(cfg, job="baseline")
+        val = validate(acc, OnnxClassifier(result["onnx_path"]), data, cfg, split="val")
+        theta = val["summary"]["threshold"]
+        fp32 = validate(acc, OnnxClassifier(result["onnx_path"]), data, cfg, split="test", threshold=theta)
+        int8 = validate(acc, OnnxClassifier(result["int8_path"]), data, cfg, split="test", threshold=theta)
+        result["test_fp32"], result["test_int8"] = fp32["summary"], int8["summary"]
+        result["int8_minus_fp32"] = metric_change(fp32["summary"], int8["summary"])
+        print(f"[export] int8 ({result['int8_bytes'] / 1024:.0f} KiB) minus fp32 on test: "
+              + ", ".join(f"{k} {v:+.4f}" for k, v in result["int8_minus_fp32"].items()))
+    write_json_atomic(run_dir / "export.json", result)
+    return result

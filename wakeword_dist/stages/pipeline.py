@@ -1,0 +1,75 @@
+"""`wakeword-dist pipeline`: synth -> teacher -> (annotate) -> students x seeds -> evaluate ->
+compare -> export, from one config. Finished stages are skipped, so a rerun resumes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from wakeword_dist.config import Config
+
+
+def _timed(name: str, timings: dict):
+    class _T:
+        def __enter__(self):
+            self.t0 = time.perf_counter()
+            print(f"\n=== {name} ===", flush=True)
+
+        def __exit__(self, *exc):
+            timings[name] = round(time.perf_counter() - self.t0, 1)
+            print(f"=== {name}: {timings[name]} s ===", flush=True)
+    return _T()
+
+
+def pipeline(cfg: Config) -> dict:
+    from wakeword_dist.stages.compare import compare, with_job
+    from wakeword_dist.stages.export import export_run
+    from wakeword_dist.train.recipe import run
+
+    timings: dict = {}
+    root = Path(cfg.run.runs_dir) / cfg.run.experiment
+    data_root = Path(cfg.data.root)
+    with _timed("synth", timings):
+        if (data_root / "train" / "index.json").exists():
+            print(f"shards exist in {data_root}; skipped")
+        else:
+            from wakeword_dist.data.synth import synthesize
+
+            synthesize(data_root, wake_phrase=cfg.data.wake_phrase, seed=cfg.data.synth_seed,
+                       size=cfg.data.synth_size, clip_seconds=cfg.data.clip_seconds,
+                       audio_format=cfg.data.audio_format, progress=True)
+    with _timed("teacher", timings):
+        teacher_cfg = with_job(cfg, "teacher", cfg.train.seed)
+        if cfg.teacher.name_or_path:
+            print(f"using the given teacher {cfg.teacher.name_or_path}; skipped")
+        elif (teacher_cfg.job_dir() / "final.json").exists():
+            print(f"teacher exists in {teacher_cfg.job_dir()}; skipped")
+        else:
+            run(teacher_cfg)
+    if cfg.distill.mode == "cached":
+        with _timed("annotate", timings):
+            from wakeword_dist.stages.annotate import annotate
+
+            annotate(cfg)
+    with _timed("students, evaluate, compare", timings):
+        comparison = compare(cfg)
+    with _timed("export", timings):
+        exported = {}
+        for job in ("baseline", "distill"):
+            run_dir = with_job(cfg, job, cfg.compare.seeds[0]).job_dir()
+            if (run_dir / "export.json").exists():
+                print(f"{run_dir / 'model.onnx'} exists; skipped")
+            else:
+                export_run(cfg, run_dir)
+            exported[job] = str(run_dir / "model.onnx")
+    outputs = {
+        "comparison": str(root / "comparison.json"),
+        "comparison_plot": str(root / "comparison.png"),
+        "teacher": cfg.teacher_path(),
+        "onnx": exported,
+        "timings_s": timings,
+    }
+    print("\noutputs:")
+    for key, value in outputs.items():
+        print(f"  {key}: {value}")
+    return {"comparison": comparison, **outputs}
