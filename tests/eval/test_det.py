@@ -45,16 +45,25 @@ def test_choose_threshold_lowest_frr_under_target():
     assert c["threshold"] == 0.9 and not c["meets_target"]
 
 
-def test_select_best():
+def test_select_best_returns_the_winning_candidate():
     cands = [
         {"frr_at_target": 0.05, "fa_per_hour": 3.0, "f1_macro": 0.99},   # over target
         {"frr_at_target": 0.10, "fa_per_hour": 0.5, "f1_macro": 0.80},
         {"frr_at_target": 0.10, "fa_per_hour": 1.0, "f1_macro": 0.90},   # tie → higher F1
         {"frr_at_target": 0.20, "fa_per_hour": 0.0, "f1_macro": 0.95},
     ]
-    assert select_best(cands, 1.0) == 2
-    assert select_best(cands, 5.0) == 0
-    assert select_best(cands[:1], 1.0) == 0      # none under target → lowest FA/h
+    assert select_best(cands, 1.0) is cands[2]
+    assert select_best(cands, 5.0) is cands[0]
+    assert select_best(cands[:1], 1.0) is cands[0]      # none under target → lowest FA/h
+    best, same = dict(cands[1]), dict(cands[1])
+    assert select_best([best, same], 1.0) is best         # full tie → keep the earlier one
+    nan = {"frr_at_target": 0.0, "fa_per_hour": float("nan"), "f1_macro": 1.0}
+    assert select_best([nan, cands[3]], 1.0) is cands[3]  # NaN FA/h never meets the target
+
+
+def test_det_curve_without_streams():
+    det = det_curve(np.array([0.2, 0.9]), [], 0.1, total_hours=0.0, thresholds=[0.5])
+    assert det["frr"] == [0.5] and np.isnan(det["fa_per_hour"][0])
 
 
 def test_plot_det_writes_png(tmp_path):

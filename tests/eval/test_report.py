@@ -70,3 +70,13 @@ def test_evaluate_model_chooses_threshold(tone_student, tmp_path):
     assert (tmp_path / "val" / "det.png").stat().st_size > 0
     assert sorted(p.name for p in (tmp_path / "val").iterdir()) == ["det.png", "report.json"]
     assert paths["report"].endswith("report.json")
+
+
+def test_build_report_without_streams():
+    from wakeword_dist.eval.report import build_report
+    probs = np.array([[0.1, 0.8, 0.1], [0.7, 0.2, 0.1]])
+    rep = build_report(probs, np.array([1, 0]), [], [], positive_index=1, label_names=NAMES,
+                       hop_s=0.1, window_s=1.0, smoothing_frames=1, lockout_s=1.0,
+                       target_fa_per_hour=1.0)
+    assert rep["accuracy"] == 1.0 and rep["threshold"] == 0.5
+    assert rep["threshold_source"] == "default_no_streams" and np.isnan(rep["fa_per_hour"])

@@ -27,7 +27,8 @@ def det_curve(scores_pos: np.ndarray, stream_frame_scores: Sequence[np.ndarray],
     total_hours: measured hours of those streams.
 
     Returns {thresholds, frr, fa_per_hour, fa_count, window_far (lists, increasing
-    threshold), eer, eer_threshold, eer_fa_per_hour}. ``window_far`` is the fraction of
+    threshold), eer, eer_threshold, eer_fa_per_hour}. With no streams, FA/h and window FAR
+    are NaN (and the EER NaN). ``window_far`` is the fraction of
     smoothed stream frames >= threshold; the EER-style point is where FRR equals it
     (units match: both are per-decision rates), linearly interpolated.
     """
@@ -35,9 +36,12 @@ def det_curve(scores_pos: np.ndarray, stream_frame_scores: Sequence[np.ndarray],
     th = np.sort(th)
     frr = np.array([frr_at(scores_pos, t) for t in th])
     counts = activation_counts(stream_frame_scores, hop_s, th, smoothing_frames, lockout_s)
-    if not total_hours > 0:
+    if len(stream_frame_scores) == 0:             # no stream split (e.g. teacher validation)
+        fa = np.full(th.shape, np.nan)
+    elif not total_hours > 0:
         raise ValueError(f"total_hours must be > 0 (measured from the streams), got {total_hours}")
-    fa = counts / float(total_hours)
+    else:
+        fa = counts / float(total_hours)
     smoothed = [smooth_scores(s, smoothing_frames) for s in stream_frame_scores]
     all_frames = np.concatenate(smoothed) if smoothed else np.zeros(0)
     if all_frames.size:
@@ -77,24 +81,31 @@ def choose_threshold(det: Mapping, target_fa_per_hour: float) -> dict:
 
 def select_best(candidates: Sequence[Mapping], target_fa_per_hour: float, *,
                 frr_key: str = "frr_at_target", fa_key: str = "fa_per_hour",
-                f1_key: str = "f1_macro") -> int:
-    """Index of the best checkpoint: lowest FRR among those with FA/h <= target.
+                f1_key: str = "f1_macro") -> Mapping:
+    """The best checkpoint's entry (the object itself) among ``candidates``.
 
-    Ties on FRR → higher F1. If none meets the target: lowest FA/h, then lowest FRR,
-    then higher F1. candidates: report dicts (or any mappings with the three keys).
+    Lowest FRR among those with FA/h <= target; ties on FRR → higher F1; remaining ties →
+    the earlier candidate (so a re-scored equal checkpoint does not replace the best).
+    If none meets the target: lowest FA/h, then lowest FRR, then higher F1.
+    candidates: report summaries (mappings with the three keys); NaN FRR counts as 1.0 and
+    NaN FA/h as +inf. Compare the result with ``is`` to tell which one won.
     """
     if not candidates:
         raise ValueError("select_best needs at least one candidate")
 
-    def frr(c):
-        v = float(c[frr_key])
-        return 1.0 if np.isnan(v) else v
+    def val(c, key, nan):
+        v = float(c[key])
+        return nan if np.isnan(v) else v
 
-    ok = [i for i, c in enumerate(candidates) if float(c[fa_key]) <= target_fa_per_hour]
+    def rank(i):
+        c = candidates[i]
+        return (val(c, frr_key, 1.0), -val(c, f1_key, -np.inf), i)
+
+    fa = [val(c, fa_key, np.inf) for c in candidates]
+    ok = [i for i in range(len(candidates)) if fa[i] <= target_fa_per_hour]
     if ok:
-        return min(ok, key=lambda i: (frr(candidates[i]), -float(candidates[i][f1_key]), i))
-    return min(range(len(candidates)), key=lambda i: (
-        float(candidates[i][fa_key]), frr(candidates[i]), -float(candidates[i][f1_key]), i))
+        return candidates[min(ok, key=rank)]
+    return candidates[min(range(len(candidates)), key=lambda i: (fa[i], *rank(i)))]
 
 
 def plot_det(curves: Mapping[str, Mapping], path: str | Path, *, title: str = "DET") -> Path:

@@ -23,6 +23,8 @@ from wakeword_dist.eval.det import choose_threshold, det_curve, plot_det
 from wakeword_dist.eval.detector import count_activations, stream_hours
 from wakeword_dist.eval.metrics import IGNORE_LABEL, clip_metrics, clip_roc, frr_at
 
+NO_STREAM_THRESHOLD = 0.5   # θ when a split has no streams to choose it on (probability)
+
 
 def dedup_by_key(keys: Sequence, *arrays) -> tuple:
     """Keep the first occurrence of each key (order preserved) in keys and every array.
@@ -126,6 +128,7 @@ def build_report(probs: np.ndarray, labels: np.ndarray, stream_scores: Sequence[
     probs (N, C), labels (N,) (−1 ignored); stream_scores list of (T_i,) frame scores;
     stream_durations_s measured stream lengths. threshold None → chosen on this split for
     ``target_fa_per_hour`` (val); otherwise used as given (test, with θ from val).
+    Without streams (teacher validation) FA/h-based entries are NaN and θ defaults to 0.5.
     """
     labels = np.asarray(labels).reshape(-1)
     probs = np.asarray(probs, dtype=np.float64)
@@ -136,11 +139,12 @@ def build_report(probs: np.ndarray, labels: np.ndarray, stream_scores: Sequence[
     hours = stream_hours(stream_durations_s)
     det = det_curve(pos_scores, stream_scores, hop_s, total_hours=hours,
                     smoothing_frames=smoothing_frames, lockout_s=lockout_s)
-    if threshold is None:
-        chosen = choose_threshold(det, target_fa_per_hour)
-        threshold, source = chosen["threshold"], "chosen_on_split"
-    else:
+    if threshold is not None:
         source = "given"
+    elif len(stream_scores) == 0:                 # nothing to measure FA/h on
+        threshold, source = NO_STREAM_THRESHOLD, "default_no_streams"
+    else:
+        threshold, source = choose_threshold(det, target_fa_per_hour)["threshold"], "chosen_on_split"
     keys = list(stream_keys) if stream_keys is not None else list(range(len(stream_scores)))
     activations = {str(k): count_activations(s, hop_s, threshold, smoothing_frames, lockout_s,
                                              time_offset_s=window_s)

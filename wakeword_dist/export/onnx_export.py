@@ -195,5 +195,7 @@ def evaluate_onnx(onnx_path: str | Path, **evaluate_kwargs) -> dict:
 def metric_change(reference: dict, other: dict,
                   metrics: Sequence[str] = ("accuracy", "f1_macro", "frr_at_target", "fa_per_hour",
                                             "clip_auc")) -> dict:
-    """{metric: other − reference}, e.g. int8 report minus fp32 report."""
-    return {m: float(other[m]) - float(reference[m]) for m in metrics}
+    """{metric: other − reference}, e.g. int8 report minus fp32 report; metrics missing
+    from either (or None there) are left out."""
+    return {m: float(other[m]) - float(reference[m]) for m in metrics
+            if reference.get(m) is not None and other.get(m) is not None}
