@@ -20,6 +20,16 @@ def test_det_curve_points_by_hand():
     assert det["window_far"] == pytest.approx([4 / 300, 3 / 300, 1 / 300, 0.0])
 
 
+def test_det_fa_is_non_increasing_in_threshold():
+    always_on = np.full(36000, 0.4)          # 1 h above 0.3: one run → one raw activation
+    always_on[1000::1000] = 0.9               # 35 short peaks above 0.5
+    det = det_curve(np.array([0.95]), [always_on], 0.1, total_hours=1.0, thresholds=[0.3, 0.5, 0.95])
+    assert det["fa_count"] == [1, 35, 0]
+    assert det["fa_per_hour"] == [35.0, 35.0, 0.0]
+    c = choose_threshold(det, 2.0)
+    assert c["threshold"] == 0.95             # θ = 0.3 is not a 1 FA/h point
+
+
 def test_det_frr_matches_sklearn_roc():
     from sklearn.metrics import roc_curve
     rng = np.random.default_rng(1)

@@ -27,7 +27,10 @@ def det_curve(scores_pos: np.ndarray, stream_frame_scores: Sequence[np.ndarray],
     total_hours: measured hours of those streams.
 
     Returns {thresholds, frr, fa_per_hour, fa_count, window_far (lists, increasing
-    threshold), eer, eer_threshold, eer_fa_per_hour}. With no streams, FA/h and window FAR
+    threshold), eer, eer_threshold, eer_fa_per_hour}. ``fa_count`` is the raw activation
+    count at each θ; ``fa_per_hour`` is fa_count / total_hours made non-increasing in θ
+    (max over all θ' >= θ) — without that, an always-on stream (one run, one activation)
+    would make θ → 0 look like a low-FA/h, zero-FRR operating point. With no streams, FA/h and window FAR
     are NaN (and the EER NaN). ``window_far`` is the fraction of
     smoothed stream frames >= threshold; the EER-style point is where FRR equals it
     (units match: both are per-decision rates), linearly interpolated.
@@ -41,7 +44,10 @@ def det_curve(scores_pos: np.ndarray, stream_frame_scores: Sequence[np.ndarray],
     elif not total_hours > 0:
         raise ValueError(f"total_hours must be > 0 (measured from the streams), got {total_hours}")
     else:
-        fa = counts / float(total_hours)
+        # Envelope from the high-threshold end: at very low θ whole stretches of a stream
+        # merge into one above-threshold run (counted once), so raw counts can *fall* as θ
+        # drops; a detector is credited with no fewer FA/h than any stricter θ.
+        fa = np.maximum.accumulate((counts / float(total_hours))[::-1])[::-1]
     smoothed = [smooth_scores(s, smoothing_frames) for s in stream_frame_scores]
     all_frames = np.concatenate(smoothed) if smoothed else np.zeros(0)
     if all_frames.size:
