@@ -1,0 +1,207 @@
+"""Batched waveform augmentation on the device: reverb (RIR), noise at an SNR, gain, time shift.
+
+All random draws come from an explicit ``torch.Generator`` in a fixed order (same count whatever
+the probabilities hit), so a given generator state always gives the same output.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+_EPS = 1e-10  # power floor (≈ −100 dB re full scale) guarding divisions on silent clips
+_LN_1000 = math.log(1000.0)  # RT60: amplitude falls by 60 dB = factor 1000
+
+
+def generate_rirs(
+    count: int = 32,
+    *,
+    sample_rate: int = 16000,
+    rt60_s: tuple[float, float] = (0.2, 0.8),
+    seed: int = 0,
+) -> Tensor:
+    """Synthetic room impulse responses: exponentially decaying white noise, (count, L).
+
+    RT60 (time for a 60 dB decay) is drawn uniformly in ``rt60_s`` seconds per RIR; L covers the
+    longest RT60. Each RIR starts with a unit direct-path tap at index 0 and has unit energy.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    length = int(math.ceil(rt60_s[1] * sample_rate))
+    t = torch.arange(length, dtype=torch.float32) / sample_rate  # s
+    rt60 = rt60_s[0] + (rt60_s[1] - rt60_s[0]) * torch.rand(count, 1, generator=gen)
+    envelope = torch.exp(-_LN_1000 * t / rt60)  # amplitude 1e-3 at t = RT60
+    rirs = torch.randn(count, length, generator=gen) * envelope
+    rirs[:, 0] = 1.0  # direct path: keeps the dry signal aligned at lag 0
+    return rirs / rirs.norm(dim=1, keepdim=True)
+
+
+def load_rirs(folder: str | Path, sample_rate: int) -> Tensor:
+    """Read every .wav/.flac under ``folder`` (recursively) as a mono RIR at ``sample_rate`` Hz.
+
+    Returns (R, L) float32, each RIR zero-padded to the longest, shifted so its peak (the direct
+    path) is at index 0, and scaled to unit energy.
+    """
+    import soundfile as sf
+    import torchaudio.functional as AF
+
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".wav", ".flac"))
+    if not files:
+        raise FileNotFoundError(f"no .wav/.flac RIR files under {folder}")
+    rirs = []
+    for path in files:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        rir = torch.from_numpy(data).mean(dim=1)  # mix down to mono
+        if sr != sample_rate:
+            rir = AF.resample(rir, sr, sample_rate)
+        rir = rir[int(rir.abs().argmax()):]
+        energy = rir.norm()
+        if energy <= 0:
+            raise ValueError(f"RIR {path} is silent")
+        rirs.append(rir / energy)
+    out = torch.zeros(len(rirs), max(r.numel() for r in rirs))
+    for i, r in enumerate(rirs):
+        out[i, : r.numel()] = r
+    return out
+
+
+def _rms_power(x: Tensor) -> Tensor:
+    """Mean square per clip: (B, S) → (B, 1)."""
+    return x.pow(2).mean(dim=1, keepdim=True)
+
+
+class WaveAugment(nn.Module):
+    """Raw audio (B, S) → augmented (B, S), on the input's device; call as ``aug(audio, generator)``.
+
+    Order: reverb → additive noise → gain → time shift. Each step applies to a clip with its own
+    probability; the parameters are drawn per clip.
+
+    Args:
+        noise_bank: (K, N) noise clips, or None (no additive noise). Clips shorter than S are
+            tiled; longer ones are cropped at a random offset.
+        snr_db: (low, high) signal-to-noise ratio in dB, uniform per clip.
+        noise_prob: probability a clip gets noise.
+        rir_prob: probability a clip gets reverb.
+        rirs: (R, L) impulse responses, or None → ``generate_rirs(num_rirs, rt60_s, rir_seed)``.
+        gain_db: (low, high) gain in dB, uniform per clip.
+        gain_prob: probability a clip gets a gain change.
+        shift_ms: maximum time shift, ms (uniform in [−shift_ms, shift_ms]).
+        shift_prob: probability a clip is shifted.
+        shift_mode: "circular" (roll) or "zero" (shift in silence).
+        sample_rate: Hz.
+    """
+
+    def __init__(
+        self,
+        noise_bank: Tensor | None = None,
+        snr_db: tuple[float, float] = (0.0, 20.0),
+        noise_prob: float = 0.5,
+        rir_prob: float = 0.3,
+        rirs: Tensor | None = None,
+        gain_db: tuple[float, float] = (-6.0, 6.0),
+        gain_prob: float = 1.0,
+        shift_ms: float = 100.0,
+        shift_prob: float = 1.0,
+        shift_mode: str = "circular",
+        sample_rate: int = 16000,
+        num_rirs: int = 32,
+        rt60_s: tuple[float, float] = (0.2, 0.8),
+        rir_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for name, p in (("noise_prob", noise_prob), ("rir_prob", rir_prob),
+                        ("gain_prob", gain_prob), ("shift_prob", shift_prob)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        if shift_mode not in ("circular", "zero"):
+            raise ValueError(f"shift_mode must be 'circular' or 'zero', got {shift_mode!r}")
+        if snr_db[0] > snr_db[1] or gain_db[0] > gain_db[1]:
+            raise ValueError("snr_db and gain_db must be (low, high) ranges")
+        if noise_prob > 0 and noise_bank is None:
+            raise ValueError("noise_prob > 0 needs a noise_bank (K, N)")
+        if noise_bank is not None and (noise_bank.dim() != 2 or noise_bank.shape[0] == 0):
+            raise ValueError(f"noise_bank must be (K, N) with K >= 1, got {tuple(noise_bank.shape)}")
+        if rirs is None and rir_prob > 0:
+            rirs = generate_rirs(num_rirs, sample_rate=sample_rate, rt60_s=rt60_s, seed=rir_seed)
+        if rirs is not None and rirs.dim() != 2:
+            raise ValueError(f"rirs must be (R, L), got {tuple(rirs.shape)}")
+        # Non-persistent buffers: move with .to(device) but stay out of checkpoints.
+        self.register_buffer("noise_bank", None if noise_bank is None else noise_bank.float(), persistent=False)
+        self.register_buffer("rirs", None if rirs is None else rirs.float(), persistent=False)
+        self.snr_db = tuple(snr_db)
+        self.noise_prob = noise_prob
+        self.rir_prob = rir_prob
+        self.gain_db = tuple(gain_db)
+        self.gain_prob = gain_prob
+        self.shift = int(round(shift_ms * sample_rate / 1000.0))  # samples
+        self.shift_prob = shift_prob
+        self.shift_mode = shift_mode
+
+    @staticmethod
+    def _uniform(gen: torch.Generator, b: int, low: float, high: float) -> Tensor:
+        return low + (high - low) * torch.rand(b, 1, generator=gen, device=gen.device)
+
+    @staticmethod
+    def _coin(gen: torch.Generator, b: int, p: float) -> Tensor:
+        return torch.rand(b, 1, generator=gen, device=gen.device) < p
+
+    def _reverb(self, x: Tensor, idx: Tensor) -> Tensor:
+        """FFT convolution with RIR ``idx`` per clip, truncated to S, re-scaled to the dry RMS."""
+        s = x.shape[1]
+        rir = self.rirs.to(x.device)[idx]  # (B, L)
+        n = s + rir.shape[1] - 1
+        n_fft = 1 << (n - 1).bit_length()
+        wet = torch.fft.irfft(torch.fft.rfft(x, n_fft) * torch.fft.rfft(rir, n_fft), n_fft)[:, :s]
+        return wet * torch.sqrt((_rms_power(x) + _EPS) / (_rms_power(wet) + _EPS))
+
+    def _noise(self, b: int, s: int, idx: Tensor, offset: Tensor) -> Tensor:
+        """(B, S) noise segments: clip ``idx`` from ``offset`` (tiled when shorter than S)."""
+        n = self.noise_bank.shape[1]
+        pos = (offset + torch.arange(s, device=idx.device)[None, :]) % n  # (B, S)
+        return self.noise_bank.to(idx.device)[idx[:, None], pos]
+
+    def _shift(self, x: Tensor, k: Tensor) -> Tensor:
+        """Shift each clip right by k samples (negative = left): (B, S), k (B, 1)."""
+        s = x.shape[1]
+        src = torch.arange(s, device=x.device)[None, :] - k  # (B, S) source index
+        if self.shift_mode == "circular":
+            return x.gather(1, src % s)
+        inside = (src >= 0) & (src < s)
+        return torch.where(inside, x.gather(1, src.clamp(0, s - 1)), torch.zeros((), device=x.device))
+
+    @torch.no_grad()
+    def forward(self, audio: Tensor, generator: torch.Generator) -> Tensor:
+        """audio (B, S) float → (B, S) float32 on audio's device."""
+        if audio.dim() != 2:
+            raise ValueError(f"expected raw audio (B, S), got shape {tuple(audio.shape)}")
+        x = audio.float()
+        b, s = x.shape
+        dev = x.device
+        g = generator
+        # Draw everything up front, in a fixed order, on the generator's device.
+        do_rir = self._coin(g, b, self.rir_prob).to(dev)
+        rir_idx = torch.randint(0, 1 if self.rirs is None else self.rirs.shape[0], (b,), generator=g, device=g.device).to(dev)
+        do_noise = self._coin(g, b, self.noise_prob).to(dev)
+        noise_idx = torch.randint(0, 1 if self.noise_bank is None else self.noise_bank.shape[0], (b,), generator=g, device=g.device).to(dev)
+        noise_off = torch.randint(0, 1 << 30, (b, 1), generator=g, device=g.device).to(dev)
+        snr = self._uniform(g, b, *self.snr_db).to(dev)
+        do_gain = self._coin(g, b, self.gain_prob).to(dev)
+        gain = self._uniform(g, b, *self.gain_db).to(dev)
+        do_shift = self._coin(g, b, self.shift_prob).to(dev)
+        shift = torch.randint(-self.shift, self.shift + 1, (b, 1), generator=g, device=g.device).to(dev)
+
+        if self.rirs is not None and self.rir_prob > 0:
+            x = torch.where(do_rir, self._reverb(x, rir_idx), x)
+        if self.noise_bank is not None and self.noise_prob > 0:
+            noise = self._noise(b, s, noise_idx, noise_off)
+            # Scale noise so 10·log10(P_signal / P_noise) = snr (powers as mean squares).
+            scale = torch.sqrt(_rms_power(x) / ((_rms_power(noise) + _EPS) * 10.0 ** (snr / 10.0)))
+            x = torch.where(do_noise, x + scale * noise, x)
+        if self.gain_prob > 0:
+            x = torch.where(do_gain, x * 10.0 ** (gain / 20.0), x)
+        if self.shift > 0 and self.shift_prob > 0:
+            x = torch.where(do_shift, self._shift(x, shift), x)
+        return x
