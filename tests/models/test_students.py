@@ -64,6 +64,11 @@ def test_specaugment_only_in_training():
     assert not torch.equal(seen[0], seen[1])
 
 
+def test_empty_specaugment_dict_means_defaults():
+    assert build_student("tiny_conv", 3, specaugment={}).specaugment is not None
+    assert build_student("tiny_conv", 3).specaugment is None
+
+
 def test_unknown_student():
     with pytest.raises(ValueError, match="unknown student"):
         build_student("resnet1000", 3)

@@ -114,3 +114,16 @@ def test_bad_arguments():
         build_teacher_from_scratch(LABELS, arch="whisper")
     with pytest.raises(ValueError, match="dtype"):
         TeacherModel(build_teacher_from_scratch(LABELS), label_names=LABELS, dtype="fp8")
+
+
+def test_freeze_is_idempotent_and_unfrozen_teacher_trains(teacher_dir):
+    teacher = load_teacher(teacher_dir, label_names=LABELS, dtype="fp16")
+    fp = teacher.fingerprint()
+    teacher.freeze()  # the recipe may freeze again; the hash must not be re-taken on fp16 weights
+    assert teacher.fingerprint() == fp
+    trainable = load_teacher(teacher_dir, label_names=LABELS, freeze=False)
+    trainable.train()
+    assert trainable.training and trainable.param_dtype == torch.float32
+    trainable(_audio()).sum().backward()
+    assert trainable.model.classifier.weight.grad is not None
+    assert trainable.fingerprint() == fp

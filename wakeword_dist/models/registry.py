@@ -69,7 +69,7 @@ def build_student(
         sample_rate: Hz of the raw input audio.
         n_mels: mel bins of the front end.
         width: channel multiplier (for the ``bc_resnet1``/``bc_resnet8`` aliases it multiplies τ).
-        specaugment: ``SpecAugment`` kwargs, or None for no feature masking.
+        specaugment: ``SpecAugment`` kwargs ({} = its defaults), or None for no feature masking.
         **frontend_kwargs: extra ``LogMel`` kwargs (win_ms, hop_ms, n_fft, f_min, f_max, top_db).
     """
     if name not in STUDENTS:
@@ -81,10 +81,10 @@ def build_student(
     spec = STUDENTS[name]
     frontend = LogMel(sample_rate=sample_rate, n_mels=n_mels, **frontend_kwargs)
     body = spec.body(num_classes, n_mels=n_mels, width=width * spec.base_width)
-    augment = SpecAugment(**specaugment) if specaugment else None
+    augment = SpecAugment(**specaugment) if specaugment is not None else None  # {} = defaults
     arch_args = dict(
         name=name, num_classes=num_classes, sample_rate=sample_rate, n_mels=n_mels, width=width,
-        specaugment=dict(specaugment) if specaugment else None, **frontend_kwargs,
+        specaugment=dict(specaugment) if specaugment is not None else None, **frontend_kwargs,
     )
     return Student(frontend, body, augment, arch_args)
 

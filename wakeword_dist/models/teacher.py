@@ -8,7 +8,6 @@ checkpoint's own waveform normalisation, so the teacher sees exactly the audio t
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 from pathlib import Path
@@ -104,8 +103,10 @@ class TeacherModel(nn.Module):
         """No gradients, eval mode for good, every dropout / layerdrop / masking off, cast to dtype.
 
         The weights hash is taken first, on the weights as loaded (float32), so the fingerprint
-        does not depend on the run-time half dtype.
+        does not depend on the run-time half dtype. Calling it again is a no-op.
         """
+        if self.frozen:
+            return self.eval()
         self._weights_sha256 = weights_sha256(self.model)
         config = self.model.config
         for field in _DROPOUT_CONFIG_FIELDS:
@@ -145,11 +146,13 @@ class TeacherModel(nn.Module):
     def forward(self, audio: Tensor) -> Tensor:
         """Raw audio (B, S) or (B, 1, S) at ``sample_rate`` → logits (B, C) float32.
 
-        Runs in the teacher's own dtype with autocast off; without gradients once frozen.
+        Frozen: runs in the teacher's own dtype, autocast off, no gradients. Trainable (the
+        teacher fine-tuning job): float32 weights under whatever autocast the recipe set.
         """
         x = self.normalize(as_batch_audio(audio)).to(self.param_dtype)
-        grad = contextlib.nullcontext() if not self.frozen else torch.no_grad()
-        with grad, torch.autocast(device_type=x.device.type, enabled=False):
+        if not self.frozen:
+            return self.model(input_values=x).logits.float()
+        with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
             logits = self.model(input_values=x).logits
         return logits.float()
 
