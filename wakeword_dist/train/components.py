@@ -74,12 +74,16 @@ def train_loader(cfg: Config, data: DataSplits, acc, *, epoch: int, skip_batches
 
 def augmenter(cfg: Config, data: DataSplits, device) -> WaveAugment:
     a = cfg.augment
-    noise = None
-    if a.noise_prob > 0 and (data.background_dir / "index.json").exists():
+    noise, noise_prob = None, a.noise_prob
+    if noise_prob > 0:
+        if not (data.background_dir / "index.json").exists():
+            raise FileNotFoundError(
+                f"augment.noise_prob={noise_prob} but {data.background_dir} has no index.json; "
+                "add a background split or set augment.noise_prob=0")
         noise = reader.load_background(data.background_dir, max_clips=256,
                                        clip_samples=cfg.data.clip_samples).to(device)
     rirs = load_rirs(a.rir_dir, cfg.data.sample_rate).to(device) if a.rir_dir else None
-    return WaveAugment(noise_bank=noise, snr_db=(a.snr_db_min, a.snr_db_max), noise_prob=a.noise_prob,
+    return WaveAugment(noise_bank=noise, snr_db=(a.snr_db_min, a.snr_db_max), noise_prob=noise_prob,
                        rir_prob=a.rir_prob, rirs=rirs, gain_db=(-a.gain_db, a.gain_db), shift_ms=a.shift_ms,
                        sample_rate=cfg.data.sample_rate).to(device)
 
@@ -141,7 +145,6 @@ def frozen_teacher(cfg: Config, acc, label_names: list):
 
     teacher = load_teacher(cfg.teacher_path(), label_names=label_names, dtype=cfg.teacher.dtype,
                            trust_remote_code=cfg.teacher.trust_remote_code, device="cpu")
-    teacher.freeze()
     fn, decision = place_teacher(
         teacher, placement=cfg.teacher.placement, device=acc.device, batch_size=cfg.data.batch_size,
         clip_samples=cfg.data.clip_samples, dtype=_DTYPES[cfg.teacher.dtype],

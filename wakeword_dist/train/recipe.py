@@ -14,6 +14,7 @@ Job differences, and nothing else:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 import zlib
@@ -21,13 +22,14 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 
 from wakeword_dist.config import Config, save_config
 from wakeword_dist.distill.loss import KDLoss
 from wakeword_dist.train import checkpoint as ckpt
 from wakeword_dist.train import components as build
 from wakeword_dist.train.run_logger import RunLogger
+from wakeword_dist.models.frontend import as_batch_audio
 from wakeword_dist.errors import EXIT_REQUEUE, TrainingFailed, TrainingStopped
 from wakeword_dist.train.signals import StopFlag
 from wakeword_dist.train.validate import validate
@@ -94,7 +96,11 @@ class Recipe:
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, warmup_cosine(cfg.train.warmup_steps, cfg.train.epochs * cfg.train.batches_per_epoch))
-        self.model, self.optimizer, self.scheduler = acc.prepare(self.model, optimizer, scheduler)
+        # The scheduler stays out of prepare(): Accelerate would step it once per process per
+        # step, compressing warm-up and decay by the world size. It is checkpointed explicitly.
+        self.model, self.optimizer = acc.prepare(self.model, optimizer)
+        self.scheduler = scheduler
+        acc.register_for_checkpointing(self.scheduler)
 
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best: dict | None = None
@@ -149,18 +155,18 @@ class Recipe:
         stop = StopFlag().install()
         progress = build.progress_bar(acc, cfg, self.total_steps, self.step)
         self.nonfinite_in_row = getattr(self, "nonfinite_in_row", 0)
+        self.keys_digest = hashlib.sha1()  # which clips this rank trained on (since start/resume)
         seen = skipped = 0
         window_t0, window_clips = time.perf_counter(), 0
         try:
             while self.step < self.total_steps:
-                loader = build.train_loader(cfg, self.data, acc, epoch=self.epoch, skip_batches=self.batch_in_epoch,
-                                            with_teacher_logits=self.job == "distill" and cfg.distill.mode == "cached")
-                for batch in loader:
+                for batch in self.train_loader_for_epoch(self.epoch, skip_batches=self.batch_in_epoch):
                     metrics = self._train_step(batch)
                     self.step += 1
                     self.batch_in_epoch += 1
                     progress.update(1)
                     seen += len(batch["key"])
+                    self.keys_digest.update("\n".join(batch["key"]).encode())
                     skipped += int(batch.get("skipped", 0))
                     window_clips += len(batch["key"])
                     if self.step % cfg.logging.log_every == 0 or self.step == self.total_steps:
@@ -199,9 +205,15 @@ class Recipe:
             stop.uninstall()
             progress.close()
 
+    def train_loader_for_epoch(self, epoch: int, skip_batches: int = 0):
+        """This rank's batches of `epoch`, the first `skip_batches` left out (resume)."""
+        return build.train_loader(self.cfg, self.data, self.accelerator, epoch=epoch, skip_batches=skip_batches,
+                                  with_teacher_logits=self.job == "distill" and self.cfg.distill.mode == "cached")
+
     def _train_step(self, batch: dict) -> dict:
         cfg, acc = self.cfg, self.accelerator
-        audio = batch["audio"].to(acc.device, non_blocking=True)
+        # (B, 1, S) is squeezed, anything else but (B, S) raises: never a silent teacher skip.
+        audio = as_batch_audio(batch["audio"]).to(acc.device, non_blocking=True)
         labels = batch["label"].to(acc.device)
         if self.job != "teacher":
             keep = label_keep_mask(batch["key"], cfg.data.label_fraction).to(acc.device)
@@ -280,9 +292,17 @@ class Recipe:
 
     def _finish(self, final: dict) -> None:
         acc = self.accelerator
+        # Per-rank record: which data each rank saw and a digest of its weights, so a reader
+        # (or a test) can check that ranks trained on different clips and ended in sync.
+        weights = hashlib.sha1()
+        for tensor in acc.unwrap_model(self.model).state_dict().values():
+            weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        mine = {"rank": acc.process_index, "keys_sha1": self.keys_digest.hexdigest(),
+                "weights_sha1": weights.hexdigest()}
+        ranks = gather_object([mine]) if acc.num_processes > 1 else [mine]
         if acc.is_main_process:
             summary = {"step": self.step, "completed": True, "best": self.best, "final_val": final,
-                       "placement": self.placement, "world_size": acc.num_processes}
+                       "placement": self.placement, "world_size": acc.num_processes, "ranks": ranks}
             if getattr(self, "teacher_quality", None) is not None:
                 summary["teacher_quality"] = self.teacher_quality
             ckpt.write_json_atomic(self.run_dir / "final.json", summary)
