@@ -1,0 +1,198 @@
+"""The slurm/ scripts, submitted to a real SLURM cluster (CI: `launch/slurm_cluster.sh start`).
+
+Two tasks on one host stand in for two nodes: `--nodes=1 --ntasks=2` gives SLURM_PROCID 0 and 1
+(machine ranks) while SLURM_NODEID is 0 for both, which is what slurm/_task.sh must cope with.
+Runs are CPU (WW_CPU=1: gloo) with one process per "machine", so world size 2 = 2 machines.
+
+The mechanics tests run tests/slurm/toy_ddp.py (a test asset with the recipe's command line and
+run-directory layout, see its docstring); `test_train_sbatch_real_recipe` submits the real
+launch/train.py with configs/ci_tiny.yaml.
+
+Skipped unless a cluster answers: set WW_SLURM=1 to make a missing cluster an error instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SLURM_DIR = Path(os.environ.get("WW_SLURM_DIR", "/tmp/ww-slurm"))
+TOY = "tests/slurm/toy_ddp.py"
+
+
+def _slurm_env() -> dict[str, str]:
+    env = dict(os.environ)
+    if "SLURM_CONF" not in env and not Path("/etc/slurm/slurm.conf").exists() and (SLURM_DIR / "slurm.conf").exists():
+        env["SLURM_CONF"] = str(SLURM_DIR / "slurm.conf")
+    # Do not let a surrounding SLURM job (if pytest itself runs in one) leak into the submissions.
+    for key in [k for k in env if k.startswith("SLURM_") and k != "SLURM_CONF"]:
+        del env[key]
+    env.update(WW_CPU="1", WW_PROCS_PER_NODE="1", OMP_NUM_THREADS="1", WANDB_MODE="offline",
+               WANDB_SILENT="true", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _skip_reason() -> str | None:
+    if os.environ.get("WW_SLURM"):
+        return None  # CI promised a cluster: failures below are real failures
+    if shutil.which("sbatch") is None:
+        return "no SLURM cluster: sbatch not on PATH and WW_SLURM unset (start one: launch/slurm_cluster.sh start)"
+    try:
+        subprocess.run(["sinfo", "-h"], env=_slurm_env(), check=True, capture_output=True, timeout=10)
+    except (subprocess.SubprocessError, OSError):
+        return "sbatch is installed but no SLURM controller answers and WW_SLURM is unset (launch/slurm_cluster.sh start)"
+    return None
+
+
+_REASON = _skip_reason()
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow,
+              pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
+
+
+class Slurm:
+    """Submits from the repository root and cancels whatever is still queued at teardown."""
+
+    def __init__(self, logs: Path):
+        self.env = _slurm_env()
+        self.logs = logs
+        self.jobs: list[str] = []
+
+    def run(self, *cmd: str, env: dict[str, str] | None = None, timeout: float = 30) -> str:
+        proc = subprocess.run(cmd, env={**self.env, **(env or {})}, cwd=REPO, capture_output=True, text=True,
+                              timeout=timeout)
+        assert proc.returncode == 0, f"{' '.join(cmd)}: {proc.stderr}"
+        return proc.stdout
+
+    def submit(self, script: str, sbatch_args: list[str], script_args: list[str], *, env: dict[str, str]) -> str:
+        out = self.run("sbatch", "--parsable", f"--output={self.logs}/%x-%A_%a.out", *sbatch_args, script,
+                       *script_args, env=env)
+        job_id = out.strip().split(";")[0]
+        self.jobs.append(job_id)
+        return job_id
+
+    def jobs_info(self, job_id: str) -> list[dict[str, str]]:
+        """`scontrol show job` as dicts: one per array element (one for a plain job)."""
+        out = self.run("scontrol", "show", "job", "-o", job_id)
+        return [dict(item.split("=", 1) for item in line.split() if "=" in item) for line in out.splitlines()]
+
+    def job(self, job_id: str) -> dict[str, str]:
+        return self.jobs_info(job_id)[0]
+
+    def wait_completed(self, job_id: str, timeout: float) -> list[dict[str, str]]:
+        """Polls until nothing of the job is queued or running; asserts every element COMPLETED."""
+        deadline = time.monotonic() + timeout
+        while self.run("squeue", "-h", "-j", job_id, "-o", "%i").strip():
+            assert time.monotonic() < deadline, f"job {job_id} did not finish in {timeout} s\n{self.log_text()}"
+            time.sleep(1)
+        infos = self.jobs_info(job_id)
+        assert all(i["JobState"] == "COMPLETED" for i in infos), \
+            f"{[(i['JobId'], i['JobState'], i['ExitCode']) for i in infos]}\n{self.log_text()}"
+        return infos
+
+    def log_text(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(self.logs.glob("*.out")))
+
+    def cancel_all(self) -> None:
+        for job_id in self.jobs:
+            subprocess.run(["scancel", job_id], env=self.env, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def slurm(tmp_path):
+    logs = tmp_path / "slurm-logs"
+    logs.mkdir()
+    cluster = Slurm(logs)
+    yield cluster
+    cluster.cancel_all()
+
+
+def toy_config(tmp_path: Path, **train) -> Path:
+    cfg = {"run": {"runs_dir": str(tmp_path / "runs"), "experiment": "toy"}, "train": train}
+    path = tmp_path / "toy.yaml"
+    path.write_text(json.dumps(cfg))  # JSON is YAML
+    return path
+
+
+def read_steps(run_dir: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def rank_records(run_dir: Path, restart: int) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((run_dir / "ranks").glob(f"restart{restart}-rank*.json"))]
+
+
+TWO_MACHINES = ["--nodes=1", "--ntasks=2", "--ntasks-per-node=2"]
+
+
+@pytest.mark.timeout(300)
+def test_train_sbatch_two_machines(slurm, tmp_path):
+    cfg = toy_config(tmp_path, steps=8, step_seconds=0.05, expect_world_size=2)
+    job_id = slurm.submit("slurm/train.sbatch", TWO_MACHINES, ["--config", str(cfg)], env={"WW_ENTRY": TOY})
+    slurm.wait_completed(job_id, timeout=240)
+
+    run_dir = tmp_path / "runs" / "toy" / "baseline" / "seed0"
+    assert json.loads((run_dir / "final.json").read_text()) == {"step": 8, "completed": True}
+    assert read_steps(run_dir) == list(range(1, 9))
+    ranks = rank_records(run_dir, restart=0)
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert sorted(r["machine_rank"] for r in ranks) == [0, 1], "both tasks joined as the same machine"
+    assert sorted(r["slurm_procid"] for r in ranks) == ["0", "1"]
+
+
+@pytest.mark.timeout(360)
+def test_train_sbatch_preempt_requeue_resume(slurm, tmp_path):
+    steps = 40
+    cfg = toy_config(tmp_path, steps=steps, step_seconds=0.25, expect_world_size=2)
+    job_id = slurm.submit("slurm/train.sbatch", TWO_MACHINES, ["--config", str(cfg)], env={"WW_ENTRY": TOY})
+    run_dir = tmp_path / "runs" / "toy" / "baseline" / "seed0"
+    metrics = run_dir / "metrics.jsonl"
+
+    deadline = time.monotonic() + 150
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        assert time.monotonic() < deadline, f"training never started\n{slurm.log_text()}"
+        assert slurm.job(job_id)["JobState"] in ("PENDING", "RUNNING"), slurm.log_text()
+        time.sleep(0.5)
+    # What `#SBATCH --signal=B:USR1@120` does before the time limit, sent now.
+    slurm.run("scancel", "--signal=USR1", "--batch", job_id)
+
+    # The job requeues itself; start it again at once instead of after the requeue hold.
+    deadline = time.monotonic() + 120
+    while not (slurm.job(job_id)["JobState"] == "PENDING" and int(slurm.job(job_id)["Restarts"]) >= 1):
+        assert time.monotonic() < deadline, f"job was not requeued\n{slurm.log_text()}"
+        time.sleep(0.5)
+    slurm.run("scontrol", "update", f"jobid={job_id}", "StartTime=now")
+
+    [info] = slurm.wait_completed(job_id, timeout=180)
+    assert info["Restarts"] == "1"
+
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert len(checkpoints) == 1, checkpoints  # the stop checkpoint; the toy saves no others here
+    stopped_at = int(checkpoints[0].removeprefix("step-"))
+    assert 3 <= stopped_at < steps
+    assert json.loads((run_dir / "final.json").read_text()) == {"step": steps, "completed": True}
+    assert read_steps(run_dir) == list(range(1, steps + 1)), "steps lost or repeated across the requeue"
+    first, second = rank_records(run_dir, 0), rank_records(run_dir, 1)
+    assert [r["world_size"] for r in first + second] == [2, 2, 2, 2]
+    assert {r["start_step"] for r in second} == {stopped_at}
+    log = slurm.log_text()
+    assert "requeueing job" in log and "restart 1" in log
+
+
+@pytest.mark.timeout(360)
+def test_compare_sbatch_array_seeds_by_jobs(slurm, tmp_path):
+    cfg = toy_config(tmp_path, steps=3, step_seconds=0.0)
+    # 2 seeds x {baseline, distill}; one process per element keeps 4 elements cheap on 2 cores.
+    job_id = slurm.submit("slurm/compare.sbatch", ["--array=0-3"], ["--config", str(cfg)], env={"WW_ENTRY": TOY})
+    assert len(slurm.wait_completed(job_id, timeout=300)) == 4
+    for seed in (0, 1):
+        for job in ("baseline", "distill"):
+            run_dir = tmp_path / "runs" / "toy" / job / f"seed{seed}"
+            assert json.loads((run_dir / "final.json").read_text()) == {"step": 3, "completed": True}, run_dir
+            assert read_steps(run_dir) == [1, 2, 3]
