@@ -7,9 +7,10 @@
 #                   is then requeued and the next start resumes (the scripts always pass
 #                   train.resume=auto).
 #
-# Why the requeue test is "signal seen and the step failed" and not only "exit code 75": with
-# more than one process, torchrun (inside accelerate launch) turns a worker's exit 75 into its
-# own failure code, so 75 only comes through for single-process launches.
+# Why the requeue test is "USR1 seen and the step failed" and not only "exit code 75": slurm
+# delivers the forwarded signal to every process of the step (launcher and workers alike);
+# torchrun inside accelerate launch handles it by stopping its workers (they checkpoint and exit
+# 75) and then exits 1 itself, so 75 reaches srun only from single-process launches (measured).
 
 ww_setup() {
     cd "${WW_ROOT:-$SLURM_SUBMIT_DIR}"
@@ -43,9 +44,11 @@ ww_on_usr1() {
 
 ww_srun() {
     trap ww_on_usr1 USR1
-    # --kill-on-bad-exit: one failed machine ends the step instead of leaving the others hanging
-    # in a collective.
-    srun --kill-on-bad-exit=1 slurm/_task.sh "$@" &
+    # --wait: once the first task (machine) has exited, the others get WW_SRUN_WAIT seconds before
+    # srun kills them, so a crashed machine does not leave its peers hanging in a collective.
+    # Not --kill-on-bad-exit: on preemption every machine's launcher exits non-zero, and that flag
+    # would kill machine 0 while it is still writing the checkpoint (measured).
+    srun --wait="${WW_SRUN_WAIT:-300}" slurm/_task.sh "$@" &
     WW_SRUN_PID=$!
     local rc=0 again
     wait "$WW_SRUN_PID" || rc=$?

@@ -96,6 +96,22 @@ class Slurm:
             f"{[(i['JobId'], i['JobState'], i['ExitCode']) for i in infos]}\n{self.log_text()}"
         return infos
 
+    def wait_requeued(self, job_id: str, timeout: float) -> None:
+        """Polls until the job is back in the queue after its self-requeue.
+
+        The restart waits out cred_expire (10 s on launch/slurm_cluster.sh's cluster, 120 s by
+        default). Do not lift that with `scontrol update StartTime=now`: slurmd still holds the old
+        run's revoked credential and the job then FAILS ("Job credential revoked", measured)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.job(job_id)
+            if info["JobState"] == "PENDING" and int(info["Restarts"]) >= 1:
+                return
+            assert info["JobState"] in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED"), \
+                f"job {info['JobState']} instead of requeued (did the run end before the signal?)\n{self.log_text()}"
+            assert time.monotonic() < deadline, f"job was not requeued in {timeout} s\n{self.log_text()}"
+            time.sleep(0.5)
+
     def log_text(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(self.logs.glob("*.out")))
 
@@ -162,12 +178,7 @@ def test_train_sbatch_preempt_requeue_resume(slurm, tmp_path):
     # What `#SBATCH --signal=B:USR1@120` does before the time limit, sent now.
     slurm.run("scancel", "--signal=USR1", "--batch", job_id)
 
-    # The job requeues itself; start it again at once instead of after the requeue hold.
-    deadline = time.monotonic() + 120
-    while not (slurm.job(job_id)["JobState"] == "PENDING" and int(slurm.job(job_id)["Restarts"]) >= 1):
-        assert time.monotonic() < deadline, f"job was not requeued\n{slurm.log_text()}"
-        time.sleep(0.5)
-    slurm.run("scontrol", "update", f"jobid={job_id}", "StartTime=now")
+    slurm.wait_requeued(job_id, timeout=120)
 
     [info] = slurm.wait_completed(job_id, timeout=180)
     assert info["Restarts"] == "1"
@@ -196,3 +207,55 @@ def test_compare_sbatch_array_seeds_by_jobs(slurm, tmp_path):
             run_dir = tmp_path / "runs" / "toy" / job / f"seed{seed}"
             assert json.loads((run_dir / "final.json").read_text()) == {"step": 3, "completed": True}, run_dir
             assert read_steps(run_dir) == [1, 2, 3]
+
+
+# --- the real recipe -------------------------------------------------------------------------
+
+CI_TINY = REPO / "configs" / "ci_tiny.yaml"
+needs_recipe = pytest.mark.skipif(not ((REPO / "launch" / "train.py").exists() and CI_TINY.exists()),
+                                  reason="waiting on launch/train.py and configs/ci_tiny.yaml")
+
+
+def recipe_steps(run_dir: Path) -> list[int]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return sorted(r["step"] for r in rows if "train/loss" in r)
+
+
+@needs_recipe
+@pytest.mark.timeout(360)
+def test_train_sbatch_real_recipe_two_machines(slurm, tmp_path, tiny_shards):
+    args = ["--config", str(CI_TINY), f"data.root={tiny_shards}", f"run.runs_dir={tmp_path / 'runs'}",
+            "train.job=baseline"]
+    job_id = slurm.submit("slurm/train.sbatch", TWO_MACHINES, args, env={})
+    slurm.wait_completed(job_id, timeout=300)
+
+    run_dir = tmp_path / "runs" / "ci_tiny" / "baseline" / "seed0"
+    final = json.loads((run_dir / "final.json").read_text())
+    assert final["completed"] is True
+    assert final.get("world_size", 2) == 2
+    assert "world_size=2" in slurm.log_text()
+    assert recipe_steps(run_dir) == list(range(1, final["step"] + 1))
+
+
+@needs_recipe
+@pytest.mark.timeout(420)
+def test_train_sbatch_real_recipe_preempt_resume(slurm, tmp_path, tiny_shards):
+    epochs, per_epoch = 6, 4  # 24 steps: long enough to land a signal in the middle
+    args = ["--config", str(CI_TINY), f"data.root={tiny_shards}", f"run.runs_dir={tmp_path / 'runs'}",
+            "train.job=baseline", f"train.epochs={epochs}", f"train.batches_per_epoch={per_epoch}"]
+    job_id = slurm.submit("slurm/train.sbatch", TWO_MACHINES, args, env={})
+    run_dir = tmp_path / "runs" / "ci_tiny" / "baseline" / "seed0"
+
+    deadline = time.monotonic() + 200
+    while not ((run_dir / "metrics.jsonl").exists() and len(recipe_steps(run_dir)) >= 2):
+        assert time.monotonic() < deadline, f"training never started\n{slurm.log_text()}"
+        assert slurm.job(job_id)["JobState"] in ("PENDING", "RUNNING"), slurm.log_text()
+        time.sleep(0.3)
+    slurm.run("scancel", "--signal=USR1", "--batch", job_id)
+    slurm.wait_requeued(job_id, timeout=150)
+    [info] = slurm.wait_completed(job_id, timeout=240)
+    assert info["Restarts"] == "1"
+
+    final = json.loads((run_dir / "final.json").read_text())
+    assert final["completed"] is True and final["step"] == epochs * per_epoch
+    assert recipe_steps(run_dir) == list(range(1, epochs * per_epoch + 1)), "steps lost or repeated"
