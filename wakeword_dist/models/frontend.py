@@ -97,6 +97,9 @@ class LogMel(nn.Module):
             center=True,
             pad_mode="reflect",
         )
+        # torch's periodic Hann window is a view into an (N + 1)-sample buffer; safetensors
+        # (Accelerate's save_state) refuses to save a tensor that does not own its storage.
+        self.mel.spectrogram.window = self.mel.spectrogram.window.clone()
         # Global CMVN per mel bin (dB); identity until set_cmvn. Persistent: saved with the model
         # and baked into the ONNX graph as constants.
         self.register_buffer("cmvn_mean", torch.zeros(n_mels))

@@ -46,9 +46,9 @@ def open_data(cfg: Config, job: str) -> DataSplits:
     if job == "distill" and cfg.distill.mode == "cached":
         train_dir = cached_train_dir(cfg)
     index = reader.read_index(train_dir)
-    reader.check_sample_rate(index, cfg.data.sample_rate, train_dir / "index.json")
+    reader.check_sample_rate(index, cfg.data.sample_rate, train_dir)
     val_index = reader.read_index(root / "val")
-    reader.check_sample_rate(val_index, cfg.data.sample_rate, root / "val" / "index.json")
+    reader.check_sample_rate(val_index, cfg.data.sample_rate, root / "val")
     label_names = list(index["label_names"])
     if list(val_index["label_names"]) != label_names:
         raise ValueError(f"label maps differ: {train_dir / 'index.json'} has {label_names}, "

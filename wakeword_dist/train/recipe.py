@@ -206,9 +206,20 @@ class Recipe:
             progress.close()
 
     def train_loader_for_epoch(self, epoch: int, skip_batches: int = 0):
-        """This rank's batches of `epoch`, the first `skip_batches` left out (resume)."""
-        return build.train_loader(self.cfg, self.data, self.accelerator, epoch=epoch, skip_batches=skip_batches,
-                                  with_teacher_logits=self.job == "distill" and self.cfg.distill.mode == "cached")
+        """This rank's batches of `epoch`, the first `skip_batches` left out (resume).
+
+        Batches are fetched under a forked RNG: torch's DataLoader draws a base seed from the
+        global generator on its first `next()`, which would shift dropout/SpecAugment
+        randomness between a resumed run and an uninterrupted one."""
+        loader = build.train_loader(self.cfg, self.data, self.accelerator, epoch=epoch, skip_batches=skip_batches,
+                                    with_teacher_logits=self.job == "distill" and self.cfg.distill.mode == "cached")
+        iterator = iter(loader)
+        while True:
+            with torch.random.fork_rng(devices=[]):
+                batch = next(iterator, None)
+            if batch is None:
+                return
+            yield batch
 
     def _train_step(self, batch: dict) -> dict:
         cfg, acc = self.cfg, self.accelerator
@@ -270,7 +281,9 @@ class Recipe:
     # ------------------------------------------------------------------ eval, checkpoints
     def _validate_and_select(self) -> dict:
         cfg, acc = self.cfg, self.accelerator
-        report = validate(acc, self.model, self.data, cfg, split="val", job=self.job)
+        # Forked RNG: evaluating (its loaders draw seeds) must not change the training run.
+        with torch.random.fork_rng(devices=[]):
+            report = validate(acc, self.model, self.data, cfg, split="val", job=self.job)
         if acc.is_main_process:
             self.logger.log({f"val/{k}": v for k, v in report["summary"].items()}, self.step)
             candidate = {"step": self.step, **report["summary"]}

@@ -42,7 +42,6 @@ class RunLogger:
         if mode != "disabled":
             import wandb
 
-            os.environ.setdefault("WANDB_DIR", str(Path(run_dir)))
             os.environ.setdefault("WANDB_SILENT", "true")
             self.wandb_run = wandb.init(
                 project=project, group=group, job_type=job_type, name=name, config=config,

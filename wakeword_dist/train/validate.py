@@ -21,7 +21,7 @@ SUMMARY_KEYS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "frr_
 
 
 def stream_keys_for(split: str, stream_dir) -> list[str]:
-    keys = sorted(reader.stream_keys(stream_dir))
+    keys = sorted(k for k, _, _ in reader.iter_stream(stream_dir))
     half = (len(keys) + 1) // 2
     return keys[:half] if split == "val" else keys[half:]
 
