@@ -115,7 +115,11 @@ class SampleDecoder:
                 raise KeyError(f"{shard}: sample {key!r} has no teacher logits (<key>.teacher.npy); "
                                "run the annotate stage or use the online teacher")
             logits = _load_logits(parts["teacher.npy"], shard, key)
-        if out_row is not None:
+        if out_row is None:
+            pass
+        elif out_row.dtype == np.int16:  # worker -> main hand-over in int16 (see reader)
+            out_row[:] = pcm
+        else:
             np.multiply(pcm, INT16_SCALE, out=out_row, casting="unsafe")
         return label, hard, logits
 
