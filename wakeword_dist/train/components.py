@@ -301,7 +301,7 @@ def load_best_student(best_dir: Path, device="cpu") -> tuple[torch.nn.Module, di
     meta = json.loads((Path(best_dir) / "model.json").read_text())
     args = dict(meta["arch_args"])
     model = build_student(args.pop("name"), args.pop("num_classes"), **args)
-    model.load_state_dict(load_file(str(Path(best_dir) / "model.safetensors"), device=str(device)))
+    model.load_state_dict(load_file(str(Path(best_dir) / "model.safetensors"), device="cpu"))
     return model.to(device).eval(), meta
 
 

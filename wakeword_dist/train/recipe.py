@@ -307,9 +307,10 @@ class Recipe:
         acc = self.accelerator
         # Per-rank record: which data each rank saw and a digest of its weights, so a reader
         # (or a test) can check that ranks trained on different clips and ended in sync.
+        # Parameters only: BatchNorm running stats are per-rank between DDP's buffer broadcasts.
         weights = hashlib.sha1()
-        for tensor in acc.unwrap_model(self.model).state_dict().values():
-            weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        for tensor in acc.unwrap_model(self.model).parameters():
+            weights.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
         mine = {"rank": acc.process_index, "keys_sha1": self.keys_digest.hexdigest(),
                 "weights_sha1": weights.hexdigest()}
         ranks = gather_object([mine]) if acc.num_processes > 1 else [mine]
