@@ -97,6 +97,14 @@ def _pipeline(args):
     pipeline(_cfg(args))
 
 
+@stage("bench", "Side-by-side throughput: loader, student step, teacher forward variants, online/cached KD, "
+                "1- vs 2-rank DDP. `bench all` or one of them; prints clips/s and ratios, writes JSON.")
+def _bench(args):
+    from wakeword_dist.bench.run import run_bench
+
+    run_bench(_cfg(args), args.what, out=args.out)
+
+
 @stage("models", "List the student architectures with their parameter counts.")
 def _models(args):
     from wakeword_dist.models.registry import STUDENTS, list_students
@@ -112,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
     for name, (help_text, _) in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == "bench":
+            p.add_argument("what", nargs="?", default="all",
+                           help="all | loader | student | teacher | online_kd | cached_kd | ddp")
+            p.add_argument("--out", default=None, help="JSON file for the figures (default: bench_out/bench.json)")
         p.add_argument("--config", default=None, help="YAML config (default: embedded demo defaults)")
         p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.seed=1 distill.alpha=0.5")
     return parser
