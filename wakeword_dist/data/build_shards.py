@@ -296,3 +296,23 @@ def _print_report(report: dict, out_root: Path) -> None:
         for s in report["skipped"]:
             print(f"  {s['path']}: {s['reason']}")
     print(f"-> {out_root} in {report['seconds']} s")
+
+
+def main(argv=None) -> None:
+    """``python -m wakeword_dist.data.build_shards SRC OUT_ROOT [--wake-words marvin] ...``"""
+    import argparse
+
+    p = argparse.ArgumentParser(description="Import recordings into shards")
+    p.add_argument("src_dir")
+    p.add_argument("out_root")
+    p.add_argument("--layout", default="auto", choices=("auto", "folder", "speech_commands"))
+    p.add_argument("--wake-words", nargs="*", default=[])
+    p.add_argument("--format", default="wav", choices=("wav", "flac", "npy"))
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    build_shards(a.src_dir, a.out_root, layout=a.layout, wake_words=a.wake_words,
+                 audio_format=a.format, seed=a.seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -339,3 +339,22 @@ def _background(rng: np.random.Generator, n: int, clip_samples: int,
                 "text": f"<{kind} noise>", "kind": f"noise:{kind}"}
         rows.append((f"background-{i:06d}", np.clip(audio, -1, 1), meta))
     return rows
+
+
+def main(argv=None) -> None:
+    """``python -m wakeword_dist.data.synth OUT_ROOT [--size demo] [--seed 0] ...``"""
+    import argparse
+
+    p = argparse.ArgumentParser(description="Synthesize a wake-word dataset with espeak-ng")
+    p.add_argument("out_root")
+    p.add_argument("--size", default="demo", choices=sorted(PRESETS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--wake-phrase", default="hey nova")
+    p.add_argument("--format", default=DEFAULT_AUDIO_FORMAT, choices=("wav", "flac", "npy"))
+    a = p.parse_args(argv)
+    synthesize(a.out_root, wake_phrase=a.wake_phrase, seed=a.seed, size=a.size,
+               audio_format=a.format)
+
+
+if __name__ == "__main__":
+    main()
