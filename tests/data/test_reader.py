@@ -111,24 +111,27 @@ def test_bad_data_is_skipped_and_counted(tmp_path, caplog):
     (d / "shard-000001.tar").write_bytes(raw[: len(raw) // 2 + 100])  # cut inside a member
     with ShardWriter(tmp_path / "x", 8, "wav", label_names=LABELS, source="t") as w:  # wrong length
         w.write("short", np.zeros(800), {"label": 0, "label_name": "negative"})
+    with ShardWriter(tmp_path / "y", 8, "wav", 8000, label_names=LABELS, source="t") as w:  # rate
+        w.write("slow", np.ones(1600), {"label": 0, "label_name": "negative"})
     (tmp_path / "x/shard-000000.tar").rename(d / "shard-000003.tar")
+    (tmp_path / "y/shard-000000.tar").rename(d / "shard-000004.tar")
     index = read_index(d)
-    index["shards"].append("shard-000003.tar")
+    index["shards"] += ["shard-000003.tar", "shard-000004.tar"]
     (d / "index.json").write_text(json.dumps(index))
 
     with caplog.at_level(logging.WARNING, logger="wakeword_dist.data"):
         batches = list(train(d, batches_per_epoch=12, shuffle_buffer=4))
     keys = [k for b in batches for k in b["key"]]
     assert len(batches) == 12 and all(len(b["key"]) == 4 for b in batches)
-    assert "k0003" not in keys and "short" not in keys
+    assert not {"k0003", "short", "slow"} & set(keys)
     assert not {f"k{i:04d}" for i in range(12, 16)} & set(keys)  # after the cut
-    assert sum(b["skipped"] for b in batches) >= 3
+    assert sum(b["skipped"] for b in batches) >= 4
     text = caplog.text
     assert "shard-000000.tar" in text and "k0003" in text and "shard-000001.tar" in text
-    assert "short" in text and "800 samples" in text
+    assert "short" in text and "800 samples" in text and "8000 Hz" in text
 
     ev = list(make_eval_loader(d, batch_size=5, rank=0, world_size=1, clip_samples=1600))
-    assert sum(b["skipped"] for b in ev) == 3
+    assert sum(b["skipped"] for b in ev) == 4
     assert len(keys_of(ev)) == 24 - 1 - 4  # the corrupt member; the 4 samples from the cut on
 
 

@@ -2,6 +2,7 @@ import shutil
 
 import numpy as np
 import pytest
+import webdataset as wds
 
 from wakeword_dist.data.reader import iter_split, read_index
 from wakeword_dist.data.synth import make_tiny_dataset
@@ -46,5 +47,7 @@ def test_tiny_dataset_contents(tiny_shards):
     assert len(streams) == 2 and all(s["audio"].size >= 30 * 16000 for s in streams)
     assert all(s["meta"]["label"] == 0 and "hey nova" not in s["meta"]["text"].lower()
                for s in streams)
+    urls = [str(root / "train" / n) for n in index["shards"]]
+    assert len(list(wds.WebDataset(urls, shardshuffle=False))) == 160  # plain WebDataset reads them
     noise = {s["meta"]["kind"] for s in iter_split(root / "background")}
     assert noise == {"noise:white", "noise:pink", "noise:brown", "noise:babble"}
