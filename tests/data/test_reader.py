@@ -169,3 +169,9 @@ def test_tiny_dataset_loads(tiny_shards):
                                world_size=2, seed=0, epoch=0, num_workers=1, shuffle_buffer=32)
     batches = list(loader)
     assert len(batches) == 3 and batches[0]["audio"].shape == (8, 16000)
+
+
+def test_all_bad_raises_instead_of_hanging(tmp_path):
+    d = make_split(tmp_path, n_shards=2, per_shard=4)
+    with pytest.raises(RuntimeError, match="no usable sample.*1600 samples != clip length 800"):
+        list(train(d, clip_samples=800))

@@ -163,9 +163,10 @@ class TrainBatches(IterableDataset):
         logical = (worker + self.skip) % n  # physical worker w serves global batches skip + w + i*n
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, logical])
         skips = SkipCounter()
-        samples = self._shuffled(rng, split_units(self.units, logical, n), skips)
+        pass_sizes: list[int] = []
+        samples = self._shuffled(rng, split_units(self.units, logical, n), skips, pass_sizes)
         B, S = self.batch_size, self.decoder.clip_samples
-        reported = 0
+        reported = bad_run = 0
         for b in range(logical, self.bpe, n):
             keep = b >= self.skip
             audio, handoff = _audio_buffer(B, S) if keep else (None, None)
@@ -176,7 +177,13 @@ class TrainBatches(IterableDataset):
                 row = audio[len(keys)] if keep else None
                 got = self.decoder.decode(shard, key, parts, row, skips)
                 if got is None:
+                    bad_run += 1
+                    # two full passes plus the buffer without one usable sample: all are bad
+                    if pass_sizes and bad_run > 2 * (pass_sizes[0] + self.shuffle_buffer):
+                        raise RuntimeError(f"no usable sample in {[u.shard for u in self.units]}"
+                                           f"; last problem: {skips.last_reason}")
                     continue
+                bad_run = 0
                 labels[len(keys)], hard[len(keys)] = got[0], got[1]
                 if logits is not None:
                     logits.append(got[2])
@@ -185,8 +192,10 @@ class TrainBatches(IterableDataset):
                 yield _to_batch(handoff, labels, hard, keys, skips.count - reported, logits)
             reported = skips.count
 
-    def _shuffled(self, rng: np.random.Generator, units: list[Unit], skips: SkipCounter):
-        """Endless raw samples: units in a fresh random order each pass, through a buffer."""
+    def _shuffled(self, rng: np.random.Generator, units: list[Unit], skips: SkipCounter,
+                  pass_sizes: list[int]):
+        """Endless raw samples: units in a fresh random order each pass, through a buffer.
+        ``pass_sizes`` receives the number of samples read per pass."""
         def passes():
             while True:
                 got = 0
@@ -194,6 +203,7 @@ class TrainBatches(IterableDataset):
                     for sample in iter_unit(units[int(i)], skips):
                         got += 1
                         yield sample
+                pass_sizes.append(got)
                 if got == 0:
                     raise RuntimeError(f"no readable samples in {[u.shard for u in units]} "
                                        f"({skips.count} skipped; see the warnings above)")

@@ -48,10 +48,12 @@ class SkipCounter:
 
     def __init__(self) -> None:
         self.count = 0
+        self.last_reason = ""
         self._logged: set[tuple[str, str]] = set()
 
     def skip(self, shard: str, key: str | None, reason: str) -> None:
         self.count += 1
+        self.last_reason = f"{shard} {key}: {reason}"
         tag = (shard, str(key))
         if tag not in self._logged:
             self._logged.add(tag)
