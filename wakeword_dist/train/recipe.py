@@ -30,6 +30,7 @@ from wakeword_dist.train import checkpoint as ckpt
 from wakeword_dist.train import components as build
 from wakeword_dist.train.run_logger import RunLogger
 from wakeword_dist.models.frontend import as_batch_audio
+from wakeword_dist.eval.report import to_jsonable
 from wakeword_dist.errors import EXIT_REQUEUE, TrainingFailed, TrainingStopped
 from wakeword_dist.train.signals import StopFlag
 from wakeword_dist.train.validate import validate
@@ -319,7 +320,7 @@ class Recipe:
                        "placement": self.placement, "world_size": acc.num_processes, "ranks": ranks}
             if getattr(self, "teacher_quality", None) is not None:
                 summary["teacher_quality"] = self.teacher_quality
-            ckpt.write_json_atomic(self.run_dir / "final.json", summary)
+            ckpt.write_json_atomic(self.run_dir / "final.json", to_jsonable(summary))
             self.logger.summary({f"best/{k}": v for k, v in (self.best or {}).items()})
         acc.wait_for_everyone()
 

@@ -1,0 +1,46 @@
+"""The README's main job end to end on the tiny config: synth -> teacher -> students x seeds ->
+evaluate -> compare -> export, then a rerun that skips every finished stage."""
+
+from __future__ import annotations
+
+import json
+
+import onnxruntime as ort
+import pytest
+
+from tests.conftest import REPO
+from wakeword_dist.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_pipeline_end_to_end_then_resumes(tmp_path, capsys):
+    args = ["pipeline", "--config", str(REPO / "configs" / "ci_tiny.yaml"), f"data.root={tmp_path / 'shards'}",
+            f"run.runs_dir={tmp_path / 'runs'}", "logging.wandb=disabled", "train.max_steps=4"]
+    assert main(args) == 0
+    root = tmp_path / "runs" / "ci_tiny"
+    comparison = json.loads((root / "comparison.json").read_text())
+    assert set(comparison["jobs"]) == {"baseline", "distill"}
+    assert comparison["paired"]["distill"]["f1_macro"]["n"] == 2
+    assert (root / "comparison.png").stat().st_size > 10_000
+    assert (root / "teacher" / "best" / "config.json").is_file()
+    for job in ("baseline", "distill"):
+        for seed in (0, 1):
+            run_dir = root / job / f"seed{seed}"
+            report = json.loads((run_dir / "report.json").read_text())
+            assert report["split"] == "test" and report["threshold_source"] == "given"
+            assert (run_dir / "det.png").is_file()
+        onnx_path = root / job / "seed0" / "model.onnx"
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        assert session.get_inputs()[0].name == "audio"
+        export = json.loads((root / job / "seed0" / "export.json").read_text())
+        assert max(export["max_abs_diff"].values()) <= 1e-4 and export["int8_path"]
+    out = capsys.readouterr().out
+    assert "comparison.png" in out
+
+    # rerun: everything is found and skipped; nothing is retrained
+    mtimes = {p: p.stat().st_mtime for p in root.rglob("final.json")}
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime for p in root.rglob("final.json")} == mtimes
+    out = capsys.readouterr().out
+    assert "shards exist" in out and "teacher exists" in out and "exists; skipped" in out
