@@ -40,6 +40,20 @@ def _synth(args):
     print(json.dumps(out, indent=2, default=str))
 
 
+@stage("build-shards", "Build shards from audio folders (positive/ negative/ hard_negative/ background/) or the "
+                       "Speech Commands layout into data.root; bad files are skipped and listed.")
+def _build_shards(args):
+    from wakeword_dist.data.build_shards import build_shards
+
+    cfg = _cfg(args)
+    report = build_shards(args.src, cfg.data.root, layout=args.layout, wake_words=tuple(args.wake_word),
+                          clip_seconds=cfg.data.clip_seconds, sample_rate=cfg.data.sample_rate,
+                          audio_format=cfg.data.audio_format, seed=cfg.data.synth_seed)
+    print(f"built {cfg.data.root}: " + ", ".join(f"{k} {v.get('num_samples', v)}" for k, v in report["splits"].items()))
+    if report["skipped"]:
+        print(f"{len(report['skipped'])} files skipped: see the list above")
+
+
 @stage("inspect-shards", "Counts, hours, label balance, speakers; checks every member decodes and counts match.")
 def _inspect(args):
     from wakeword_dist.data.inspect_shards import inspect_shards, print_inspection
@@ -119,7 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wakeword-dist", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
     for name, (help_text, _) in STAGES.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
+        if name == "build-shards":
+            p.add_argument("--src", required=True, help="source folder (folder or Speech Commands layout)")
+            p.add_argument("--layout", default="auto", choices=["auto", "folder", "speech_commands"])
+            p.add_argument("--wake-word", action="append", default=[],
+                           help="Speech Commands word(s) that form the positive class (repeatable)")
         if name == "bench":
             p.add_argument("what", nargs="?", default="all",
                            help="all | loader | student | teacher | online_kd | cached_kd | ddp")
