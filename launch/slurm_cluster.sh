@@ -70,8 +70,8 @@ SlurmctldHost=$NODE
 SlurmUser=root
 AuthType=auth/munge
 # cred_expire also sets how long a requeued job waits before it may start again
-# (default 120 s); 10 s keeps the preemption test short.
-AuthInfo=cred_expire=10
+# (default 120 s); 5 s keeps the preemption test short.
+AuthInfo=cred_expire=${WW_SLURM_CRED_EXPIRE:-5}
 StateSaveLocation=$WW_SLURM_DIR/state
 SlurmdSpoolDir=$WW_SLURM_DIR/spool
 SlurmctldPidFile=$WW_SLURM_DIR/slurmctld.pid
@@ -87,6 +87,9 @@ MpiDefault=none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
+# Look at pending jobs every second (default 60 s), so a requeued job starts as soon as its
+# hold ends instead of up to a minute later.
+SchedulerParameters=sched_interval=1,bf_interval=1
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 ReturnToService=2
@@ -165,7 +168,7 @@ cmd_status() {
         else echo "$d: stopped"; ok=1; fi
     done
     echo "SLURM_CONF=$CONF"
-    [[ $ok -eq 0 ]] && SLURM_CONF=$CONF sinfo -N -l || true
+    if [[ $ok -eq 0 ]]; then SLURM_CONF=$CONF sinfo -N -l || true; fi
     return $ok
 }
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by slurm/*.sbatch in the batch shell (which runs on the first node of the allocation).
 #
 # ww_setup          cd to the repository, activate .venv, pick the head node and rendezvous port
@@ -13,7 +14,7 @@
 # 75) and then exits 1 itself, so 75 reaches srun only from single-process launches (measured).
 
 ww_setup() {
-    cd "${WW_ROOT:-$SLURM_SUBMIT_DIR}"
+    cd "${WW_ROOT:-$SLURM_SUBMIT_DIR}" || exit 2
     if [[ ! -f slurm/_task.sh ]]; then
         echo "[ww] $(pwd) is not the wakeword-dist repository: submit from its root or set WW_ROOT" >&2
         exit 2
@@ -38,7 +39,7 @@ ww_on_usr1() {
     WW_PREEMPTED=1
     WW_INTERRUPTED=1
     echo "[ww] SIGUSR1 (preemption / time-limit warning): forwarding to srun ${WW_SRUN_PID:-<not started>}" >&2
-    [[ -n $WW_SRUN_PID ]] && kill -USR1 "$WW_SRUN_PID" 2>/dev/null || true
+    if [[ -n $WW_SRUN_PID ]]; then kill -USR1 "$WW_SRUN_PID" 2>/dev/null || true; fi
     return 0
 }
 

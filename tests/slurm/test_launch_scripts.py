@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -117,3 +118,10 @@ def test_cpu_ddp_yaml_starts_two_ranks(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "toy" / "baseline" / "seed0" / "ranks").iterdir()]
     assert sorted((r["rank"], r["world_size"]) for r in ranks) == [(0, 2), (1, 2)]
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_shellcheck():
+    scripts = [*SBATCH, *(REPO / "slurm").glob("*.sh"), REPO / "launch" / "slurm_cluster.sh"]
+    proc = subprocess.run(["shellcheck", "-x", *map(str, scripts)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
