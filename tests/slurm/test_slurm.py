@@ -226,3 +226,15 @@ def test_train_sbatch_preempt_requeue_resume(slurm, preemptible_run):
     log = slurm.log_text()
     assert "requeueing job" in log and "restart 1" in log
     assert log.count("world_size=2" if HAVE_RECIPE else "toy_ddp: world size 2") >= 2, "both starts: 2 ranks"
+
+
+@pytest.mark.timeout(300)
+def test_annotate_sbatch_module_entry(slurm, tmp_path):
+    # annotate.sbatch launches a module by default (`-m wakeword_dist.cli annotate`); the toy as a
+    # module checks that path: WW_ENTRY split into words, `accelerate launch -m ...`, one machine.
+    cfg = toy_config(tmp_path, steps=2, step_seconds=0.0)
+    job_id = slurm.submit("slurm/annotate.sbatch", [], ["--config", str(cfg), "train.job=annotate"],
+                          env={"WW_ENTRY": "-m tests.slurm.toy_ddp"})
+    slurm.wait_completed(job_id, timeout=240)
+    run_dir = tmp_path / "runs" / "toy" / "annotate" / "seed0"
+    assert json.loads((run_dir / "final.json").read_text()) == {"step": 2, "completed": True}
