@@ -14,6 +14,7 @@
 # two tasks standing in for two nodes plus a small job array fit at once; the extra "CPUs" are
 # oversubscription, which the tiny CI jobs tolerate.
 set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"  # munged, slurmctld, slurmd, runuser live there
 
 WW_SLURM_DIR=${WW_SLURM_DIR:-/tmp/ww-slurm}
 CONF=$WW_SLURM_DIR/slurm.conf

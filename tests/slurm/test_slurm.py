@@ -46,15 +46,21 @@ def _skip_reason() -> str | None:
     if shutil.which("sbatch") is None:
         return "no SLURM cluster: sbatch not on PATH and WW_SLURM unset (start one: launch/slurm_cluster.sh start)"
     try:
-        subprocess.run(["sinfo", "-h"], env=_slurm_env(), check=True, capture_output=True, timeout=10)
+        subprocess.run(["sinfo", "-h"], env=_slurm_env(), check=True, capture_output=True, timeout=15)
     except (subprocess.SubprocessError, OSError):
         return "sbatch is installed but no SLURM controller answers and WW_SLURM is unset (launch/slurm_cluster.sh start)"
     return None
 
 
-_REASON = _skip_reason()
-pytestmark = [pytest.mark.multiprocess, pytest.mark.slow,
-              pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """Skips (once per session, and only when these tests are selected) without a cluster."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
 
 
 class Slurm:
@@ -122,7 +128,7 @@ class Slurm:
 
 
 @pytest.fixture
-def slurm(tmp_path):
+def slurm(slurm_cluster, tmp_path):
     logs = tmp_path / "slurm-logs"
     logs.mkdir()
     cluster = Slurm(logs)
