@@ -5,5 +5,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/launch/setup_env.sh" dev
 cd "$ROOT"
+# SLURM tests (tests/slurm): start a local single-node cluster when none runs; stop it at exit.
+if [[ ${WW_SLURM_CLUSTER:-1} == 1 && $(id -u) -eq 0 ]]; then
+    if ! bash "$ROOT/launch/slurm_cluster.sh" status >/dev/null 2>&1; then
+        bash "$ROOT/launch/slurm_cluster.sh" start && trap 'bash "$ROOT/launch/slurm_cluster.sh" stop' EXIT
+    fi
+    if bash "$ROOT/launch/slurm_cluster.sh" status >/dev/null 2>&1; then export WW_SLURM=1; fi
+fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" WANDB_MODE="${WANDB_MODE:-offline}" WANDB_SILENT=true
 python -m pytest -q -ra "$@"

@@ -253,6 +253,12 @@ def _coerce(key: str, value, annotation):
         annotation if isinstance(annotation, str) else annotation.__name__]
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if expected is float and isinstance(value, str):
+        # YAML 1.1 reads "1e-3" (no dot) as a string; accept it as the number it means.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if expected is int and isinstance(value, bool) or not isinstance(value, expected):
         raise ConfigError(
             f"config key '{key}': expected {expected.__name__}, got {type(value).__name__} {value!r}")

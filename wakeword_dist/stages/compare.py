@@ -41,9 +41,10 @@ def _run_one(cfg: Config, launcher: str, cfg_file: Path) -> None:
         if cfg.compare.num_processes > 1:
             cmd.append("--multi_gpu")
         cmd += [str(REPO / "launch" / "train.py"), "--config", str(cfg_file), *overrides]
-    else:  # slurm: one sbatch --wait per run; slurm/compare.sbatch is the array form
-        env = {**os.environ, "CONFIG": str(cfg_file), "OVERRIDES": " ".join(overrides)}
-        cmd = ["sbatch", "--wait", str(REPO / "slurm" / "train.sbatch")]
+    else:  # slurm: one single-node sbatch --wait per run; slurm/compare.sbatch is the array form
+        env = dict(os.environ)
+        cmd = ["sbatch", "--wait", "--nodes=1", str(REPO / "slurm" / "train.sbatch"), "--config", str(cfg_file),
+               *overrides]
     print(f"[compare] {' '.join(cmd)}", flush=True)
     subprocess.run(cmd, check=True, env=env)
 
