@@ -1,21 +1,19 @@
-"""Helpers for the distributed-teacher tests (placement, annotate).
+"""Fixtures of the distributed-teacher tests (placement, annotate).
 
-Two-rank tests run in-process through ``accelerate.debug_launcher`` (fork, gloo over a FileStore:
-no ports, ~1 s per launch once imports are warm). DeepSpeed compiles a small shared-memory comm
-extension on first use (~20-70 s on 2 cores, cached under ~/.cache/torch_extensions afterwards).
+Two-rank tests start real interpreters with the torchrun environment (``run_ranks`` in
+distributed_helpers), not ``accelerate.debug_launcher``: that forks the pytest process, and a fork
+of a process that already ran a parallel CPU op deadlocks in GNU OpenMP. One launch (~20-30 s on
+2 busy cores, mostly imports) serves every test in test_two_ranks.py.
 """
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from distributed_helpers import tiny_teacher
 
-os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed: do not probe for GPUs in CPU tests
+from distributed_helpers import tiny_teacher
 
 
 @pytest.fixture
 def teacher():
-    """A fresh frozen tiny fp32 teacher."""
+    """A fresh frozen tiny fp32 teacher (placement modifies the module it is given)."""
     return tiny_teacher()

@@ -43,6 +43,12 @@ def test_zero3_matches_replicate_and_each_rank_holds_half(two_ranks):
         assert res["zero3_decision"]["zero3_local_param_numel"] == res["zero3_local_numel"]
 
 
+def test_zero3_in_bf16_matches_a_bf16_replica(two_ranks):
+    for res in two_ranks["results"]:
+        assert res["bf16_zero3_vs_replicate"] <= 1e-3, res
+        assert res["bf16_vs_fp32"] <= 0.05, res
+
+
 def test_auto_shards_when_the_memory_share_is_tiny(two_ranks):
     for res in two_ranks["results"]:
         decision = res["auto_decision"]

@@ -41,6 +41,13 @@ def main(out_dir: Path, split_dir: Path, exit_mode: str) -> None:
     result["zero3_local_numel"] = local_param_numel(zero3_fn.module.module)
     result["lockstep"] = zero3_fn.lockstep
 
+    # bf16, the configured default: DeepSpeed's bf16 mode vs a bf16 replica on the same rank
+    bf16 = {**place, "dtype": torch.bfloat16}
+    zero3_bf16, _ = place_teacher(tiny_teacher(), placement="zero3", memory_share=0.5, **bf16)
+    replicate_bf16, _ = place_teacher(tiny_teacher(), placement="replicate", memory_share=0.5, **bf16)
+    result["bf16_zero3_vs_replicate"] = (zero3_bf16(audio) - replicate_bf16(audio)).abs().max().item()
+    result["bf16_vs_fp32"] = (zero3_bf16(audio) - expected).abs().max().item()
+
     auto_fn, result["auto_decision"] = place_teacher(tiny_teacher(), placement="auto", memory_share=1e-9, **place)
     result["auto_err"] = (auto_fn(audio) - expected).abs().max().item()
 

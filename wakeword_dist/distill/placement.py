@@ -284,8 +284,14 @@ def _zero3_engine(teacher: nn.Module, *, device: torch.device, batch_size: int, 
     _ensure_process_group(device)
     import deepspeed
 
-    if dtype == torch.float16 and device.type == "cpu":
-        raise ValueError("teacher.dtype=fp16 with ZeRO-3 on CPU is not supported by DeepSpeed; use bf16 or fp32")
+    if device.type == "cpu":
+        if dtype == torch.float16:
+            raise ValueError("teacher.dtype=fp16 with ZeRO-3 on CPU is not supported by DeepSpeed; use bf16 or fp32")
+        # DeepSpeed's CPU comm backend compiles a shared-memory all-reduce extension on first use
+        # (20-70 s on 2 cores, needs a C++ compiler) that only tensor-parallel inference uses;
+        # ZeRO-3 gathers parameters with torch.distributed. Marking it unavailable skips the build
+        # (DeepSpeed caches this dict in the module so that such edits persist).
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     # The module arrives in ``dtype`` already; DeepSpeed would cast it to the fp16/bf16 of its config.
     teacher.to(dtype=dtype)
     engine, *_ = deepspeed.initialize(model=teacher, config=zero3_config(batch_size, dtype))
