@@ -119,7 +119,7 @@ def _preset(cfg: Config, shapes: str, batch_sizes, compile: bool | None, device)
             student_precision="bf16" if on_gpu else cfg.train.mixed_precision,
             compile_batches=(max(batch_sizes),) if (compile if compile is not None else on_gpu) else (),
             truncate_layers=(layers // 2, layers // 4),
-            loader_clips=8192, loader_formats=("flac", "wav", "npy"),
+            loader_clips=4096, loader_formats=("flac", "wav", "npy"),
             loader_workers=max(1, min(8, cpus // 2)), loader_repeats=2,
             epoch_batch=min(batch_sizes), epoch_batches=16, epoch_workers=max(1, min(8, cpus // 2)),
             ddp_batch=cfg.data.batch_size, ddp_iters=20, threads=None if on_gpu else 1)

@@ -131,6 +131,7 @@ def bench_teacher_section(cfg: Config, plan: BenchPlan, labels, results, work_di
         del reference
         rows = {}
         for name, spec in teacher_variants(plan, b).items():
+            torch.backends.cudnn.benchmark = bool(spec.get("cudnn_benchmark"))
             try:
                 model = build_variant(spec, hf, labels, plan.device)
                 first = first_call_seconds(lambda: model(audio), plan.device)  # compile / capture included
@@ -147,6 +148,7 @@ def bench_teacher_section(cfg: Config, plan: BenchPlan, labels, results, work_di
             _row("teacher", name, b, r, "" if "error" in r else
                  f"  err {r['max_rel_err']:.1e}  first {r['first_call_s']:.2f} s")
             model = None
+            torch.backends.cudnn.benchmark = False
             _free(plan.device)
         out["batches"][str(b)] = rows
     out["p3"] = _p3(out, plan)
@@ -159,7 +161,7 @@ def _p3(teacher: dict, plan: BenchPlan) -> dict:
     per_batch = {}
     for b, rows in teacher["batches"].items():
         eager = rows.get(f"eager_{d}", {})
-        ok = {n: r for n, r in rows.items() if "error" not in r and r["dtype"] == d and not n.startswith("eager")
+        ok = {n: r for n, r in rows.items() if "error" not in r and r["dtype"] == d and n != f"eager_{d}"
               and r["max_rel_err"] <= LOGIT_TOLERANCE}
         if "clips_per_s" not in eager or not ok:
             continue
@@ -187,6 +189,7 @@ def bench_online_kd_section(cfg: Config, plan: BenchPlan, labels, results, work_
         specs = teacher_variants(plan, b)
         rows = {}
         for name in dict.fromkeys([f"eager_{plan.teacher_dtype}", _best_teacher_name(results, plan, b)]):
+            torch.backends.cudnn.benchmark = bool(specs[name].get("cudnn_benchmark"))
             teacher = build_variant(specs[name], hf, labels, plan.device)
             step = StudentStep(cfg, labels, plan.device, b, plan.student_precision, teacher=teacher)
             t_only = _timed(plan, lambda: teacher(audio), b)
@@ -207,6 +210,7 @@ def bench_online_kd_section(cfg: Config, plan: BenchPlan, labels, results, work_
                     _row("online_kd", f"{k[10:]} {name}", b, row[k], f"  ratio {row[k]['ratio']:.3f}")
             rows[name] = row
             del teacher, step
+            torch.backends.cudnn.benchmark = False
             _free(plan.device)
         out["batches"][str(b)] = rows
     return out
@@ -369,7 +373,8 @@ def run_bench(cfg: Config, what: str = "all", out: str | os.PathLike | None = No
 
     Args:
         cfg: the experiment config (student, augmentation, KD settings; tiny teacher shape).
-        what: ``all`` | loader | student | teacher | online_kd | cached_kd | ddp.
+        what: ``all`` or one or more of loader, student, teacher, online_kd, cached_kd, ddp (comma-
+            separated, run in that order; online_kd uses the teacher section's best variant if run first).
         out: JSON path (default ``bench_out/bench.json``); written even when a section fails.
         shapes: ``auto`` (real on CUDA, else tiny) | tiny | real; see ``bench/plan.py``.
         batch_sizes: clips per call, e.g. (256, 1024); default from the shapes preset.
@@ -381,8 +386,11 @@ def run_bench(cfg: Config, what: str = "all", out: str | os.PathLike | None = No
     from wakeword_dist.atomic import write_json_atomic
     from wakeword_dist.bench.workloads import label_names
 
-    if what != "all" and what not in SECTIONS:
-        raise ValueError(f"bench: unknown workload {what!r}; choose all or one of {', '.join(SECTIONS)}")
+    sections = SECTIONS if what == "all" else tuple(w.strip() for w in what.split(",") if w.strip())
+    unknown = [w for w in sections if w not in SECTIONS]
+    if unknown or not sections:
+        raise ValueError(f"bench: unknown workload {what!r}; choose all or one or more (comma-separated) of "
+                         f"{', '.join(SECTIONS)}")
     plan = make_plan(cfg, shapes=shapes, batch_sizes=batch_sizes, compile=compile, quick=quick)
     out = Path(out) if out is not None else DEFAULT_OUT
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -399,7 +407,7 @@ def run_bench(cfg: Config, what: str = "all", out: str | os.PathLike | None = No
     if plan.threads:
         torch.set_num_threads(plan.threads)
     try:
-        for section in SECTIONS if what == "all" else (what,):
+        for section in sections:
             t0 = time.perf_counter()
             _say(f"[bench] {section}")
             try:
@@ -409,6 +417,7 @@ def run_bench(cfg: Config, what: str = "all", out: str | os.PathLike | None = No
                 results[section] = {"error": f"{type(exc).__name__}: {exc}"}
                 failed.append(section)
             results[section]["section_s"] = round(time.perf_counter() - t0, 2)
+            write_json_atomic(out, results)  # after every section: a run killed later keeps these
     finally:
         torch.set_num_threads(threads)
     results["goals"] = goals(results)

@@ -78,8 +78,9 @@ def teacher_variants(plan: BenchPlan, batch: int) -> dict[str, dict]:
         exact["exact_all+cuda_graphs"] = dict(all_exact, cuda_graphs=True)
     if batch in plan.compile_batches:
         exact["exact_all+compile"] = dict(all_exact, compile=True)
-        if gpu:
-            exact["exact_all+compile_cudagraphs"] = dict(all_exact, compile=True, compile_mode="reduce-overhead")
+    if gpu:  # cuDNN autotuning for the fixed conv shapes (the recipe leaves it off)
+        variants[f"eager_{d}+cudnn_benchmark"] = {"dtype": d, "opts": None, "exact": True, "cudnn_benchmark": True,
+                                                 "note": "plain HF model, torch.backends.cudnn.benchmark=True"}
     for name, opts in exact.items():
         variants[f"{name}_{d}"] = {"dtype": d, "opts": opts, "exact": True, "note": "optimize_teacher"}
     for n in plan.truncate_layers:
