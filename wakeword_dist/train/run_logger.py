@@ -11,6 +11,8 @@ import math
 import os
 from pathlib import Path
 
+from wakeword_dist.atomic import write_bytes_atomic
+
 
 def resolve_wandb_mode(mode: str) -> str:
     """`auto` means online with an API key, offline without one (no network needed)."""
@@ -49,14 +51,12 @@ class RunLogger:
                 id=_stable_run_id(run_dir), resume="allow" if mode == "online" else None)
 
     def _truncate_after(self, step: int) -> None:
-        """On resume, drop lines logged after the checkpoint: they will be logged again."""
+        """On resume, drop lines logged after the checkpoint: they will be logged again.
+        A line torn by a kill mid-write (not valid JSON) is dropped too."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        kept = [json.dumps(row) for row in _parse_lines(self.path) if row.get("step", 0) <= step]
+        write_bytes_atomic(self.path, "".join(line + "\n" for line in kept).encode())
 
     def log(self, metrics: dict, step: int) -> None:
         if not self.is_main:
@@ -85,6 +85,18 @@ def _stable_run_id(run_dir: Path) -> str:
     return hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:12]
 
 
+def _parse_lines(path: Path) -> list[dict]:
+    """Rows of a metrics.jsonl; a torn line (a process killed mid-write) is skipped."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return _parse_lines(Path(run_dir) / "metrics.jsonl")
