@@ -4,32 +4,68 @@ The handler only sets a flag. At each step boundary the ranks all-reduce the fla
 either all of them stop at that step or none does: no rank waits in a collective for a peer
 that already left. The recipe then writes one checkpoint and exits with EXIT_REQUEUE, which
 `slurm/train.sbatch` turns into `scontrol requeue`.
+
+Under `accelerate launch` / torchrun each rank also asks the kernel for a SIGTERM when its
+launcher dies (PR_SET_PDEATHSIG): torchrun starts ranks in their own sessions, so a `kill -9`
+of the launcher alone used to leave both ranks training on as orphans (measured), racing any
+restarted job for the same run folder. Now they stop at the next step with a checkpoint.
+Tests: tests/reliability/test_kill_and_preempt.py.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
+import sys
 
 import torch
 
 from wakeword_dist.errors import EXIT_REQUEUE  # noqa: F401 - re-exported for the recipe
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def stop_when_launcher_dies(signum: int = signal.SIGTERM) -> bool:
+    """Linux, under torchrun only: have the kernel send `signum` when the launcher exits.
+
+    Only for ranks started by an elastic agent (TORCHELASTIC_RUN_ID set): a plain
+    `python launch/train.py` has a shell as parent, whose exit must not stop training.
+    Returns whether the request was made."""
+    if not sys.platform.startswith("linux") or not _under_elastic_agent():
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _under_elastic_agent() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ
 
 
 class StopFlag:
     def __init__(self):
-        self.received: int | None = None
+        self.received: int | None = None   # the signal this rank got, if any
+        self.stopping = False               # all ranks agreed to stop (this rank got one or not)
         self._previous = {}
 
     def install(self) -> "StopFlag":
         for sig in _STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
+        stop_when_launcher_dies(signal.SIGTERM)
         return self
 
     def uninstall(self) -> None:
+        """Restore the previous handlers, except on a rank that is stopping under torchrun: it
+        ignores further stop signals while it leaves. The first rank to exit 75 makes the agent
+        SIGTERM the others, which may still be on their way out (measured: a rank
+        that had agreed to stop then reported -15 instead of 75)."""
+        ignore = self.stopping and _under_elastic_agent()
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if ignore else handler)
         self._previous.clear()
 
     def _handle(self, signum, frame):  # noqa: ARG002 - signal API
@@ -40,4 +76,5 @@ class StopFlag:
         flag = torch.tensor([1.0 if self.received is not None else 0.0], device=accelerator.device)
         if accelerator.num_processes > 1:
             flag = accelerator.reduce(flag, reduction="sum")
-        return bool(flag.item() > 0)
+        self.stopping = bool(flag.item() > 0)
+        return self.stopping
