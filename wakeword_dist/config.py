@@ -98,6 +98,8 @@ class TeacherConfig:
     trust_remote_code: bool = _help("Allow teachers that need remote code. Off: such teachers are refused.", False)
     min_val_accuracy: float = _help("Quality gate: refuse to distil from a teacher below this val accuracy.", 0.8)
     skip_quality_gate: bool = _help("Distil even if the teacher fails the quality gate.", False)
+    train_lr: float = _help("train-teacher: peak AdamW learning rate (train.lr is the students').", 1e-3)
+    train_epochs: int = _help("train-teacher: epochs of train.batches_per_epoch steps (train.epochs is the students').", 6)
 
 
 @dataclass
@@ -219,6 +221,8 @@ _RANGES = {
     "student.width": (0, None, False, True),
     "teacher.memory_share": (0, 1, False, True),
     "teacher.min_val_accuracy": (0, 1, True, True),
+    "teacher.train_lr": (0, None, False, True),
+    "teacher.train_epochs": (1, None, True, True),
     "distill.alpha": (0, 1, True, True),
     "distill.temperature": (0, None, False, True),
     "distill.hard_negative_weight": (0, None, True, True),

@@ -91,12 +91,16 @@ class Recipe:
         self.loss_fn = KDLoss(alpha=alpha, temperature=cfg.distill.temperature, hard_negative_weight=hn_weight)
         self.augment = build.augmenter(cfg, self.data, acc.device)
 
-        self.total_steps = cfg.train.epochs * cfg.train.batches_per_epoch
+        # The teacher has its own schedule: it usually needs more steps and a lower peak LR.
+        epochs, lr = (cfg.teacher.train_epochs, cfg.teacher.train_lr) if self.job == "teacher" \
+            else (cfg.train.epochs, cfg.train.lr)
+        self.epochs = epochs
+        self.total_steps = epochs * cfg.train.batches_per_epoch
         if cfg.train.max_steps:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=cfg.train.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine(cfg.train.warmup_steps, cfg.train.epochs * cfg.train.batches_per_epoch))
+            optimizer, warmup_cosine(cfg.train.warmup_steps, epochs * cfg.train.batches_per_epoch))
         # The scheduler stays out of prepare(): Accelerate would step it once per process per
         # step, compressing warm-up and decay by the world size. It is checkpointed explicitly.
         self.model, self.optimizer = acc.prepare(self.model, optimizer)
