@@ -6,9 +6,8 @@ Exit codes: 0 done, 1 error, 2 config error, 75 stopped by SIGTERM/SIGUSR1 after
 """
 
 import argparse
-import sys
 
-from wakeword_dist.cli import main
+from wakeword_dist.cli import exit_with, main
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -16,4 +15,4 @@ if __name__ == "__main__":
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     job_args = ["--config", args.config] if args.config else []
-    sys.exit(main(["train", *job_args, *args.overrides]))
+    exit_with(main(["train", *job_args, *args.overrides]))

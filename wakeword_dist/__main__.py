@@ -1,5 +1,3 @@
-import sys
+from wakeword_dist.cli import exit_with, main
 
-from wakeword_dist.cli import main
-
-sys.exit(main())
+exit_with(main())

@@ -80,6 +80,14 @@ def _train_teacher(args):
     return run(_cfg(args))
 
 
+@stage("annotate", "Run the frozen teacher once over the training split and store its logits beside each sample "
+                   "(for distill.mode=cached); records the teacher fingerprint.")
+def _annotate(args):
+    from wakeword_dist.stages.annotate import annotate
+
+    annotate(_cfg(args))
+
+
 @stage("evaluate", "Score the run's best checkpoint: θ chosen on val for the target FA/h, reported on test "
                    "(report.json, det.png).")
 def _evaluate(args):
@@ -165,9 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def exit_with(code: int) -> None:
+    """Exit; a process that ran a ZeRO-3 teacher skips the interpreter teardown (see clean_exit)."""
+    placement = sys.modules.get("wakeword_dist.distill.placement")
+    if placement is not None and placement.ZERO3_USED:
+        placement.clean_exit(code)
+    sys.exit(code)
+
+
 def console_main() -> None:
-    sys.exit(main())
+    exit_with(main())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

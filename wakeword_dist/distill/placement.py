@@ -45,6 +45,7 @@ PLACEMENTS = ("auto", "replicate", "zero3")
 ACTIVATION_HEADROOM = 2.0
 
 _LIVE_ENGINES: list[Any] = []  # ZeRO-3 engines made here, released by shutdown_teacher()
+ZERO3_USED = False  # a ZeRO-3 engine was made in this process: end it with clean_exit()
 
 
 class TeacherFn:
@@ -301,6 +302,8 @@ def _zero3_engine(teacher: nn.Module, *, device: torch.device, batch_size: int, 
     engine.eval()
     _freeze(engine.module)
     _LIVE_ENGINES.append(engine)
+    global ZERO3_USED
+    ZERO3_USED = True
     return engine
 
 

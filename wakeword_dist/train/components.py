@@ -94,6 +94,7 @@ def trainable_model(cfg: Config, job: str, label_names: list) -> tuple[torch.nn.
     if job == "teacher":
         from wakeword_dist.models.teacher import TeacherModel, build_teacher_from_scratch, load_teacher
 
+        quiet_transformers()
         t = cfg.teacher
         if t.name_or_path:  # fine-tune a pretrained checkpoint, in float32
             model = load_teacher(t.name_or_path, label_names=label_names, dtype="fp32",
@@ -145,11 +146,19 @@ def _take(iterable, n):
 
 
 # ----------------------------------------------------------------------------- teacher
+def quiet_transformers() -> None:
+    """No per-tensor "Loading weights" bars in training logs (our own bar and banner say enough)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def frozen_teacher(cfg: Config, acc, label_names: list):
     """Load, freeze and place the teacher. Returns (module, callable, placement decision)."""
     from wakeword_dist.distill.placement import place_teacher
     from wakeword_dist.models.teacher import load_teacher
 
+    quiet_transformers()
     teacher = load_teacher(cfg.teacher_path(), label_names=label_names, dtype=cfg.teacher.dtype,
                            trust_remote_code=cfg.teacher.trust_remote_code, device="cpu")
     fn, decision = place_teacher(
@@ -204,6 +213,7 @@ def check_cached_logits(cfg: Config, data: DataSplits) -> None:
     from wakeword_dist.distill.annotate import check_cached_fingerprint
     from wakeword_dist.models.teacher import load_teacher
 
+    quiet_transformers()
     teacher = load_teacher(cfg.teacher_path(), label_names=data.label_names, dtype="fp32",
                            trust_remote_code=cfg.teacher.trust_remote_code, device="cpu")
     check_cached_fingerprint(data.train_index, teacher.fingerprint(), data.train_dir / "index.json")
