@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 import zlib
 from pathlib import Path
@@ -69,6 +70,11 @@ class Recipe:
         cfg = self.cfg
         self.accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
         acc = self.accelerator
+        launched = int(os.environ.get("WORLD_SIZE", acc.num_processes))
+        if launched != acc.num_processes:  # e.g. cpu_ddp.yaml without ACCELERATE_USE_CPU=1
+            raise RuntimeError(
+                f"the launcher started WORLD_SIZE={launched} processes but Accelerate sees {acc.num_processes}: "
+                "each would train alone. On CPU set ACCELERATE_USE_CPU=1 (see docs/distributed.md)")
         set_seed(cfg.train.seed)
         self.data = build.open_data(cfg, job=self.job)
         self.label_names = self.data.label_names
