@@ -9,7 +9,8 @@ intra-op thread (GNU OpenMP is not fork-safe, and 2 ranks x 1 thread fill the 2-
 
 Per step a rank does what the recipe does: augment, student forward/backward (DDP all-reduces
 the gradients), grad clip, AdamW, plus the recipe's two small collectives (finite-loss flag,
-loss means). Efficiency = 2-rank clips/s / (2 x 1-rank clips/s).
+loss means); ``2_rank_ddp_only`` leaves those two out. Efficiency = 2-rank clips/s /
+(2 x 1-rank clips/s); ``cpu_efficiency`` the same from rank 0's CPU time per step.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import time
 from pathlib import Path
 
 
-def _rank_main(cfg_path: str, batch: int, iters: int, warmup: int, rounds: int, out_path: str) -> None:
+def _rank_main(cfg_path: str, batch: int, iters: int, warmup: int, rounds: int, out_path: str,
+               recipe_collectives: bool = True) -> None:
     import torch
     from accelerate import Accelerator
 
@@ -44,21 +46,31 @@ def _rank_main(cfg_path: str, batch: int, iters: int, warmup: int, rounds: int, 
     def one():
         losses = step.step(audio)
         flag = torch.ones(1)
-        if acc.num_processes > 1:  # the recipe's finite-flag sum and loss means (gloo all-reduces)
+        if acc.num_processes > 1 and recipe_collectives:  # the recipe's finite-flag sum and loss means
             acc.reduce(flag, reduction="sum")
             acc.reduce(torch.stack([losses["loss"], losses["ce"], losses["kd"]]).detach(), reduction="mean")
 
     for _ in range(warmup):
         one()
-    walls = []
+    walls, cpus = [], []
     for _ in range(rounds):  # best of `rounds`: other load on the machine only slows a round down
         acc.wait_for_everyone()
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         for _ in range(iters):
             one()
         acc.wait_for_everyone()
         walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
     wall = min(walls)
+    allreduce = None
+    if acc.num_processes > 1:  # what one of the recipe's small per-step collectives costs
+        flag = torch.ones(4)
+        acc.wait_for_everyone()
+        c0, t0 = time.process_time(), time.perf_counter()
+        for _ in range(50):
+            acc.reduce(flag, reduction="sum")
+        allreduce = {"ms": round((time.perf_counter() - t0) / 50 * 1e3, 3),
+                     "cpu_ms": round((time.process_time() - c0) / 50 * 1e3, 3)}
     if acc.is_main_process:
         world = acc.num_processes
         Path(out_path).write_text(json.dumps({
@@ -66,7 +78,9 @@ def _rank_main(cfg_path: str, batch: int, iters: int, warmup: int, rounds: int, 
             "ms": round(wall / iters * 1e3, 3),  # per step, best round
             "ms_median": round(sorted(walls)[len(walls) // 2] / iters * 1e3, 3),
             "clips_per_s": round(world * batch * iters / wall, 1),
-            "model": type(step.model).__name__}))
+            "cpu_ms": round(min(cpus) / iters * 1e3, 3),  # rank 0's own CPU per step (compute + comm)
+            "cpu_clips_per_s": round(world * batch * iters / min(cpus), 1),  # if every rank had a core
+            "model": type(step.model).__name__, "small_allreduce": allreduce}))
 
 
 def measure_in_this_process(cfg_path: str, batch: int, iters: int, warmup: int, rounds: int = 3) -> dict:
@@ -75,12 +89,19 @@ def measure_in_this_process(cfg_path: str, batch: int, iters: int, warmup: int, 
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for world in (1, 2):
-            out = os.path.join(tmp, f"world{world}.json")
-            debug_launcher(_rank_main, args=(cfg_path, batch, iters, warmup, rounds, out), num_processes=world)
-            results[f"{world}_rank"] = json.loads(Path(out).read_text())
+        # 2_rank_ddp_only: without the recipe's two extra small all-reduces per step
+        for name, world, collectives in (("1_rank", 1, True), ("2_rank", 2, True), ("2_rank_ddp_only", 2, False)):
+            out = os.path.join(tmp, f"{name}.json")
+            debug_launcher(_rank_main, args=(cfg_path, batch, iters, warmup, rounds, out, collectives),
+                           num_processes=world)
+            results[name] = json.loads(Path(out).read_text())
     one, two = results["1_rank"]["clips_per_s"], results["2_rank"]["clips_per_s"]
+    results["efficiency_ddp_only"] = round(results["2_rank_ddp_only"]["clips_per_s"] / (2 * one), 4)
     results["efficiency"] = round(two / (2 * one), 4)
+    # The same from rank 0's CPU time per step: what DDP adds to each rank's work, without the
+    # waiting that other jobs on a shared machine cause (equal to the wall figure on idle cores).
+    results["cpu_efficiency"] = round(results["1_rank"]["cpu_ms"] / results["2_rank"]["cpu_ms"], 4)
+    results["cpu_efficiency_ddp_only"] = round(results["1_rank"]["cpu_ms"] / results["2_rank_ddp_only"]["cpu_ms"], 4)
     results["threads_per_rank"] = 1
     return results
 

@@ -19,12 +19,19 @@ Rewrites (what they save, measured figures in docs/performance.md):
   (B, C, K) @ (B, K, T) writing its output once, instead of conv (write) + GroupNorm (read twice,
   write) on the largest activation of the network (512 x 3199 per clip for wav2vec2-base, ~1/6
   of its forward time on an H200 according to MEASURED.md).
+- ``channels_last_encoder`` (same function, other rounding): the whole conv feature encoder in
+  (B, T, C) layout, every conv as one GEMM on its (kernel x C_in) windows (a free reshape for
+  wav2vec2's kernel-2 / stride-2 layers), the first layer fused as above, LayerNorm variants
+  normalising over C where the data already lies; the encoder's output is a transposed view, so
+  HF's own ``transpose(1, 2)`` after it costs nothing. Aims at the conv stack's ~1/3 of the H200
+  forward (MEASURED.md): cuDNN's 1-D convs there run far from the GEMM roofline.
 - ``dense_pos_conv`` (same function, other rounding): the positional conv (kernel 128, padding
   64, 16 groups) on T = 49 frames (1 s) only ever touches T of its 128 taps per output frame; it
   is rewritten as a per-group (T*Cg x T*Cg) Toeplitz matrix product, built once per T from the
   folded weight: 2.6x fewer multiply-adds than the padded conv and a plain GEMM instead of a
   large-kernel grouped conv. Used only while T < kernel (else the conv is cheaper); the matrix
-  (G * (T*Cg)^2 elements: 88 M for base, 177 MB in fp16) is cached per (T, dtype, device).
+  (G * (T*Cg)^2 elements: 88 M for base, 177 MB in fp16) is cached per (T, dtype, device). It is
+  read once per call, so it pays at GPU batch sizes, not at a CPU batch of 4.
 - ``compile``: ``torch.compile`` of the HF model (``compile_mode``; compile time is paid on the
   first call of every new input shape).
 - ``cuda_graphs``: capture the whole HF forward once per input shape as a CUDA graph and replay
@@ -35,9 +42,10 @@ Not done, with the reason (docs/performance.md has the numbers):
 - running fewer transformer layers: ``*ForSequenceClassification`` pools the *last* hidden
   state (unless ``use_weighted_layer_sum``), so every layer is needed for the same logits;
   ``truncated_copy`` exists for the benchmark only, to show how far the logits move.
-- ZeRO-3 placement: only ``fold_weight_norm`` should be combined with it (the rewritten modules
-  read their own parameters, which ZeRO-3 gathers per module; compile / CUDA graphs do not mix
-  with DeepSpeed's parameter hooks).
+
+ZeRO-3: fold the weight norm *before* ``place_teacher`` (DeepSpeed partitions the parameters
+there); apply the other rewrites only to a replicated teacher, after placement (they read
+parameters of sub-modules whose forward they skip, which ZeRO-3 would not have gathered).
 """
 
 from __future__ import annotations
@@ -47,7 +55,6 @@ import logging
 from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
@@ -418,7 +425,7 @@ def optimize_teacher(teacher: nn.Module, *, fold_weight_norm: bool = True, fuse_
     else:
         teacher.model = new_hf
         out = teacher
-    out.fast_teacher = applied
+    out.fast_teacher = {**getattr(out, "fast_teacher", {}), **applied}  # a second call adds to the record
     return out
 
 
