@@ -274,8 +274,9 @@ class DensePositionalConv(nn.Module):
         self.max_matrix_bytes = max_matrix_bytes
         self._matrices: dict = {}
 
+    @torch.compiler.disable  # built eagerly once per shape; a compiled forward calls it as a black box
     def _matrix(self, n_frames: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-        key = (n_frames, dtype, device, self.conv.weight.data_ptr())
+        key = (n_frames, dtype, device)  # frozen weights: they change only with .to(dtype / device)
         m = self._matrices.get(key)
         if m is None:
             self._matrices.clear()
