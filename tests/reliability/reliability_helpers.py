@@ -25,11 +25,18 @@ FAULT_ENTRY = Path(__file__).resolve().parent / "train_with_faults.py"
 
 
 # ----------------------------------------------------------------------------- launching
+def child_env(**extra) -> dict:
+    """Environment of a training subprocess: deterministic CPU threads, wandb offline, and this
+    checkout's package first on the path (a script's own folder, not the cwd, is sys.path[0])."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": path, **extra}
+
+
 def start_two_ranks(entry: Path, args: list[str], log: Path, env_extra: dict | None = None) -> subprocess.Popen:
     """`accelerate launch` (cpu_ddp.yaml, 2 gloo ranks) of `entry args`, in its own session,
     stdout+stderr to `log`. The caller waits / kills with a timeout."""
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline",
-           "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    env = child_env(ACCELERATE_USE_CPU="1", **(env_extra or {}))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_DDP),
            "--num_processes", "2", str(entry), *args]
     return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT,

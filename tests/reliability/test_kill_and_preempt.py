@@ -29,7 +29,7 @@ import time
 
 import pytest
 import torch
-from reliability_helpers import (CI_TINY, FAULT_ENTRY, TRAIN_ENTRY, alive, finish, kill9_job, logged_steps,
+from reliability_helpers import (CI_TINY, FAULT_ENTRY, TRAIN_ENTRY, alive, child_env, finish, kill9_job, logged_steps,
                                  rank_pids, start_two_ranks, wait_for)
 from safetensors.torch import load_file
 
@@ -223,8 +223,8 @@ def test_kill9_of_the_launcher_alone_stops_its_orphaned_ranks_with_a_checkpoint(
                    reason="the stop handler is installed in Recipe.train(), so SIGUSR1/SIGTERM during setup "
                           "kills the process by default action (rc -10/-15, not 75); fix P7 in docs/reliability.md")
 def test_a_stop_signal_during_setup_exits_75(tiny_shards, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WWD_SIGNAL_IN_SETUP": "SIGUSR1"}
-    proc = subprocess.run([sys.executable, str(FAULT_ENTRY), *_args(tiny_shards, tmp_path)], env=env,
+    proc = subprocess.run([sys.executable, str(FAULT_ENTRY), *_args(tiny_shards, tmp_path)],
+                          env=child_env(WWD_SIGNAL_IN_SETUP="SIGUSR1"),
                           capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
     assert proc.returncode == 75, f"rc {proc.returncode}\n{proc.stderr[-2000:]}"
     assert "stop signal received" in proc.stderr

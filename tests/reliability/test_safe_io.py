@@ -52,13 +52,13 @@ def _kw(node: ast.Call, name: str):
     return None
 
 
-def unsafe_loads(paths) -> list[str]:
+def unsafe_loads(paths, root: Path = REPO) -> list[str]:
     found = []
     for path in paths:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not isinstance(node, ast.Call) or (name := _call_name(node)) is None:
                 continue
-            where = f"{path.relative_to(REPO)}:{node.lineno}"
+            where = f"{path.relative_to(root)}:{node.lineno}"
             if name == ("torch", "load") and _kw(node, "weights_only") is not True:
                 found.append(f"{where} torch.load without weights_only=True")
             elif name in _FORBIDDEN_CALLS:
@@ -84,11 +84,7 @@ def test_the_audit_catches_what_it_looks_for(tmp_path):
                    "torch.load('a')\ntorch.load('a', weights_only=False)\npickle.loads(b'')\n"
                    "np.load('x', allow_pickle=True)\nyaml.load('')\nf(trust_remote_code=True)\n"
                    "torch.load('a', weights_only=True)\nnp.load('x')\nyaml.safe_load('')\n")
-    (tmp_path / "bad.py").rename(REPO / ".audit_probe.py")
-    try:
-        found = unsafe_loads([REPO / ".audit_probe.py"])
-    finally:
-        (REPO / ".audit_probe.py").unlink()
+    found = unsafe_loads([bad], root=tmp_path)
     assert [f.split(" ", 1)[1] for f in found] == [
         "torch.load without weights_only=True", "torch.load without weights_only=True", "pickle.loads",
         "np.load(allow_pickle=True)", "yaml.load", "trust_remote_code=True"]
@@ -317,3 +313,41 @@ def test_old_checkpoints_are_pruned_and_dead_leftovers_removed(accelerator, tmp_
     _save(acc, root, 6)
     assert sorted(p.name for p in root.iterdir()) == [
         ".tmp-step-99999999", ckpt.checkpoint_name(4), ckpt.checkpoint_name(6)]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="components.save_best writes best/model.safetensors and best/model.json one after "
+                          "the other; a failure between leaves new weights under old metadata (P6)")
+def test_a_failed_best_model_write_keeps_weights_and_metadata_together(tmp_path, monkeypatch):
+    from wakeword_dist.config import load_config
+    from wakeword_dist.train import components as build
+
+    class Unwrapped:  # save_best only asks the accelerator to unwrap
+        @staticmethod
+        def unwrap_model(model):
+            return model
+
+    cfg = load_config(CI_TINY)
+    labels = ["negative", "hey_nova"]
+    model, arch = build.trainable_model(cfg, "baseline", labels)
+    best = tmp_path / "best"
+    build.save_best(Unwrapped, model, best, arch, labels, {"f1_macro": 0.1}, cfg)
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+
+    real = build.write_json_atomic
+
+    def fail_on_model_json(path, obj, **kw):
+        if Path(path).name == "model.json":
+            raise _Boom("injected failure writing model.json")
+        return real(path, obj, **kw)
+
+    monkeypatch.setattr(build, "write_json_atomic", fail_on_model_json)
+    with pytest.raises(_Boom):
+        build.save_best(Unwrapped, model, best, arch, labels, {"f1_macro": 0.9}, cfg)
+    monkeypatch.undo()
+    loaded, meta = build.load_best_student(best)
+    weights_are_first = all(torch.equal(loaded.state_dict()[k], first[k]) for k in first)
+    assert (meta["val"]["f1_macro"] == 0.1) == weights_are_first, "best/ mixes two saves"
