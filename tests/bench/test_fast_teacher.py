@@ -140,3 +140,13 @@ def test_optimized_teacher_runs_in_half_precision_close_to_plain():
     plain_err, fast_err = _rel(half(audio), ref), _rel(fast(audio), ref)
     assert fast(audio).dtype == torch.float32 and torch.isfinite(fast(audio)).all()
     assert fast_err < max(2 * plain_err, 2e-2), (plain_err, fast_err)
+
+
+@pytest.mark.slow  # inductor compiles C++ on CPU: ~30-60 s on 2 cores
+def test_compiled_teacher_matches_the_plain_model():
+    teacher = _teacher(num_hidden_layers=1)
+    audio = _audio(batch=2)
+    fast = optimize_teacher(copy.deepcopy(teacher), channels_last_encoder=True, dense_pos_conv=True, compile=True)
+    assert fast.fast_teacher["compile"] == "default"
+    assert _rel(fast(audio), teacher(audio)) < TOL
+    assert _rel(fast(audio), teacher(audio)) < TOL  # second call: the compiled graph, no recompile needed
