@@ -101,24 +101,28 @@ def _step_of(name: str) -> int | None:
     return None
 
 
-def _discard(folder: Path) -> None:
-    """Rename aside, then delete: a kill mid-delete leaves a `.old-*` folder, never a
-    half-deleted `step-*` one that still has its train_state.json."""
+def _set_aside(folder: Path) -> Path:
+    """Rename `folder` to `.old-<name>` (invisible to resume) and return the new path."""
     aside = folder.with_name(_OLD + folder.name)
     shutil.rmtree(aside, ignore_errors=True)
     os.replace(folder, aside)
-    shutil.rmtree(aside, ignore_errors=True)
+    return aside
+
+
+def _discard(folder: Path) -> None:
+    """Rename aside, then delete: a kill mid-delete leaves a `.old-*` folder, never a
+    half-deleted `step-*` one that still has its train_state.json."""
+    shutil.rmtree(_set_aside(folder), ignore_errors=True)
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:
     """Rename `tmp` to `final`. A re-save of the same step (after a resume, or a stop signal on
-    a checkpoint step) first moves the old folder aside and puts it back if the rename fails."""
+    a checkpoint step) first sets the old folder aside and puts it back if the rename fails.
+    (Unlike `atomic.replace_dir`, which leaves the old folder aside on failure.)"""
     if not final.exists():
         os.replace(tmp, final)
         return
-    aside = final.with_name(_OLD + final.name)
-    shutil.rmtree(aside, ignore_errors=True)
-    os.replace(final, aside)
+    aside = _set_aside(final)
     try:
         os.replace(tmp, final)
     except BaseException:
