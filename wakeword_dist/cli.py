@@ -158,7 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one stage; returns the process exit code (0 ok, 1 error, 2 config error, 75 requeue)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may also follow options (`bench teacher --config C a=b`), which argparse
+    # alone cannot place: collect the leftovers that look like key=value.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [e for e in extra if e.startswith("-") or "=" not in e]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = [*args.overrides, *extra]
     try:
         STAGES[args.stage][1](args)
     except ConfigError as exc:

@@ -156,11 +156,15 @@ def quiet_transformers() -> None:
 def frozen_teacher(cfg: Config, acc, label_names: list):
     """Load, freeze and place the teacher. Returns (module, callable, placement decision)."""
     from wakeword_dist.distill.placement import place_teacher
+    from wakeword_dist.models.fast_teacher import optimize_teacher
     from wakeword_dist.models.teacher import load_teacher
 
     quiet_transformers()
     teacher = load_teacher(cfg.teacher_path(), label_names=label_names, dtype=cfg.teacher.dtype,
                            trust_remote_code=cfg.teacher.trust_remote_code, device="cpu")
+    # Exact and free: the positional conv's weight norm is folded once instead of every call.
+    # Before placement, since ZeRO-3 partitions the weights.
+    optimize_teacher(teacher, fold_weight_norm=True)
     fn, decision = place_teacher(
         teacher, placement=cfg.teacher.placement, device=acc.device, batch_size=cfg.data.batch_size,
         clip_samples=cfg.data.clip_samples, dtype=_DTYPES[cfg.teacher.dtype],
@@ -235,20 +239,11 @@ def sum_over_ranks(acc, values) -> list[float]:
     return _reduce(acc, values, "sum")
 
 
-def mean_over_ranks(acc, values) -> list[float]:
-    return _reduce(acc, [v.detach().float().item() if torch.is_tensor(v) else v for v in values], "mean")
-
-
 def max_over_ranks(acc, value: float) -> float:
     t = torch.tensor([float(value)], device=acc.device)
     if acc.num_processes > 1:
         t = acc.gather(t).max()
     return float(t.max())
-
-
-def all_ranks_true(acc, flag: torch.Tensor) -> bool:
-    """1.0 on every rank -> True everywhere; any 0.0 -> False everywhere."""
-    return sum_over_ranks(acc, [flag.item()])[0] >= acc.num_processes - 0.5
 
 
 def broadcast_object(acc, obj):
