@@ -38,6 +38,13 @@ def pipeline(cfg: Config) -> dict:
             synthesize(data_root, wake_phrase=cfg.data.wake_phrase, seed=cfg.data.synth_seed,
                        size=cfg.data.synth_size, clip_seconds=cfg.data.clip_seconds,
                        audio_format=cfg.data.audio_format, progress=True)
+            from wakeword_dist.data.inspect_shards import inspect_shards, print_inspection
+
+            inspection = inspect_shards(data_root)  # every member decodes, counts match the index
+            print_inspection(inspection)
+            if inspection["problems"]:
+                raise RuntimeError(f"{data_root}: {len(inspection['problems'])} shard problems, first: "
+                                   f"{inspection['problems'][0]}")
     with _timed("teacher", timings):
         teacher_cfg = with_job(cfg, "teacher", cfg.train.seed)
         if cfg.teacher.name_or_path:
