@@ -1,0 +1,65 @@
+"""Recipe options beyond the defaults: global CMVN stored with the run, fine-tuning a HF
+teacher loaded by path, and the quality gate that refuses a weak teacher."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import REPO, tiny_overrides
+from wakeword_dist.config import load_config
+from wakeword_dist.models.teacher import load_teacher
+from wakeword_dist.train.recipe import run
+
+
+def _cfg(shards, runs, **extra):
+    return load_config(REPO / "configs" / "ci_tiny.yaml",
+                       tiny_overrides(shards, runs, **{"logging.wandb": "disabled", **extra}))
+
+
+def test_cmvn_statistics_are_fitted_and_saved_with_the_model(tiny_shards, tmp_path):
+    cfg = _cfg(tiny_shards, tmp_path, **{"train.job": "baseline", "frontend.cmvn": True, "train.max_steps": 2})
+    run(cfg)
+    weights = load_file(str(cfg.job_dir() / "best" / "model.safetensors"))
+    mean, std = weights["frontend.cmvn_mean"], weights["frontend.cmvn_std"]
+    assert mean.shape == (cfg.frontend.n_mels,)
+    assert not torch.allclose(mean, torch.zeros_like(mean)) and not torch.allclose(std, torch.ones_like(std))
+
+
+def test_train_teacher_fine_tunes_a_pretrained_folder(tiny_shards, tiny_teacher_dir, tmp_path):
+    cfg = _cfg(tiny_shards, tmp_path, **{"train.job": "teacher", "teacher.name_or_path": str(tiny_teacher_dir),
+                                         "train.max_steps": 2})
+    run(cfg)
+    best = cfg.job_dir() / "best"
+    label_names = json.loads((tiny_shards / "train" / "index.json").read_text())["label_names"]
+    tuned = load_teacher(best, label_names=label_names, dtype="fp32")
+    original = load_teacher(tiny_teacher_dir, label_names=label_names, dtype="fp32")
+    assert tuned.fingerprint()["weights_sha256"] != original.fingerprint()["weights_sha256"]
+    assert json.loads((best / "quality.json").read_text())["val"]["accuracy"] >= 0
+
+
+def test_quality_gate_refuses_a_weak_teacher_with_its_figure(tiny_shards, tiny_teacher_dir, tmp_path):
+    cfg = _cfg(tiny_shards, tmp_path, **{"train.job": "distill", "teacher.name_or_path": str(tiny_teacher_dir),
+                                         "teacher.min_val_accuracy": 0.99})
+    with pytest.raises(RuntimeError, match=r"val accuracy 0\.\d{4} < teacher.min_val_accuracy=0.99"):
+        run(cfg)
+    assert not (cfg.job_dir() / "checkpoints").exists()
+    run(_cfg(tiny_shards, tmp_path, **{"train.job": "distill", "teacher.name_or_path": str(tiny_teacher_dir),
+                                       "teacher.min_val_accuracy": 0.99, "teacher.skip_quality_gate": True,
+                                       "train.max_steps": 1}))
+
+
+def test_teacher_with_other_labels_is_refused_naming_both_maps(tiny_shards, tmp_path):
+    from wakeword_dist.models.teacher import build_teacher_from_scratch
+    from wakeword_dist.train.components import save_teacher_dir, wav2vec2_conv_stack
+
+    other = build_teacher_from_scratch(["negative", "hey_nora"], hidden_size=32, num_hidden_layers=1,
+                                       num_attention_heads=2, intermediate_size=64, **wav2vec2_conv_stack(16))
+    save_teacher_dir(other, tmp_path / "other")
+    cfg = _cfg(tiny_shards, tmp_path, **{"train.job": "distill", "teacher.name_or_path": str(tmp_path / "other")})
+    with pytest.raises(ValueError, match="hey_nora") as info:
+        run(cfg)
+    assert "hey_nova" in str(info.value)
