@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as exc:
         print(f"wakeword-dist {args.stage}: {exc}; exit {exc.exit_code} (requeue me)", file=sys.stderr)
         return exc.exit_code
-    except (TrainingFailed, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (TrainingFailed, FileNotFoundError, ValueError, RuntimeError, FloatingPointError) as exc:
         print(f"wakeword-dist {args.stage}: error: {exc}", file=sys.stderr)
         return 1
     return 0

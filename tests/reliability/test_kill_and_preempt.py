@@ -219,9 +219,6 @@ def test_kill9_of_the_launcher_alone_stops_its_orphaned_ranks_with_a_checkpoint(
     assert [skipped[s] for s in (1, 2, 3)] == [0.0, 1.0, 0.0]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="the stop handler is installed in Recipe.train(), so SIGUSR1/SIGTERM during setup "
-                          "kills the process by default action (rc -10/-15, not 75); fix P7 in docs/reliability.md")
 def test_a_stop_signal_during_setup_exits_75(tiny_shards, tmp_path):
     proc = subprocess.run([sys.executable, str(FAULT_ENTRY), *_args(tiny_shards, tmp_path)],
                           env=child_env(WWD_SIGNAL_IN_SETUP="SIGUSR1"),

@@ -229,9 +229,6 @@ def test_a_failed_json_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == [name], "a temp file was left behind"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="config.save_config leaves its mkstemp file behind when the write fails; "
-                          "fix (config.py, P5) in docs/reliability.md")
 def test_a_failed_config_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path, monkeypatch):
     from wakeword_dist.config import load_config, save_config
 
@@ -315,9 +312,6 @@ def test_old_checkpoints_are_pruned_and_dead_leftovers_removed(accelerator, tmp_
         ".tmp-step-99999999", ckpt.checkpoint_name(4), ckpt.checkpoint_name(6)]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="components.save_best writes best/model.safetensors and best/model.json one after "
-                          "the other; a failure between leaves new weights under old metadata (P6)")
 def test_a_failed_best_model_write_keeps_weights_and_metadata_together(tmp_path, monkeypatch):
     from wakeword_dist.config import load_config
     from wakeword_dist.train import components as build

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
+from wakeword_dist.atomic import replace_dir
 from wakeword_dist.augment import WaveAugment, load_rirs
 from wakeword_dist.config import Config
 from wakeword_dist.data import reader
@@ -189,7 +191,7 @@ def teacher_quality_gate(cfg: Config, acc, teacher_fn, data: DataSplits) -> dict
                                           rank=acc.process_index, world_size=acc.num_processes,
                                           num_workers=0))
     n_max = int(max_over_ranks(acc, len(loader)))
-    correct = total = 0
+    correct = total = nonfinite = 0
     for i in range(n_max):
         if i < len(loader):
             batch = loader[i]
@@ -199,10 +201,15 @@ def teacher_quality_gate(cfg: Config, acc, teacher_fn, data: DataSplits) -> dict
         with torch.no_grad():
             logits = teacher_fn(audio)
         if labels is not None:
+            nonfinite += int((~torch.isfinite(logits)).any(dim=-1).sum())
             keep = labels >= 0
             correct += int((logits.argmax(-1)[keep] == labels[keep]).sum())
             total += int(keep.sum())
-    correct, total = sum_over_ranks(acc, [correct, total])
+    correct, total, nonfinite = sum_over_ranks(acc, [correct, total, nonfinite])
+    if nonfinite:  # every rank sees the same sums and raises together
+        raise RuntimeError(
+            f"teacher {cfg.teacher_path()} gives non-finite logits on {int(nonfinite)} of {int(total)} val clips "
+            f"in teacher.dtype={cfg.teacher.dtype}; fix its weights or use teacher.dtype=bf16/fp32")
     accuracy = correct / max(total, 1)
     result = {"val_accuracy": accuracy, "val_clips": int(total), "min_val_accuracy": cfg.teacher.min_val_accuracy}
     acc.print(f"teacher val accuracy {accuracy:.4f} on {int(total)} clips (gate {cfg.teacher.min_val_accuracy})")
@@ -296,14 +303,16 @@ def save_best(acc, model, best_dir: Path, architecture: dict, label_names: list,
         save_teacher_dir(unwrapped.model, best_dir, cfg.data.sample_rate)
         write_json_atomic(best_dir / "quality.json", {"val": val, "label_names": label_names})
         return
-    best_dir.mkdir(parents=True, exist_ok=True)
+    # Weights and metadata go to a temp folder that replaces best/ whole: never one without the other.
+    tmp = best_dir.with_name(f".{best_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     state = {k: v.detach().cpu().contiguous() for k, v in unwrapped.state_dict().items()}
-    tmp = best_dir / ".model.safetensors.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(best_dir / "model.safetensors")
+    save_file(state, str(tmp / "model.safetensors"))
     meta = {"architecture": architecture, "label_names": label_names, "val": val,
             "arch_args": getattr(unwrapped, "arch_args", None)}
-    write_json_atomic(best_dir / "model.json", meta)
+    write_json_atomic(tmp / "model.json", meta)
+    replace_dir(tmp, best_dir)
 
 
 def load_best_student(best_dir: Path, device="cpu") -> tuple[torch.nn.Module, dict]:

@@ -68,6 +68,9 @@ class Recipe:
     # ------------------------------------------------------------------ setup
     def setup(self) -> "Recipe":
         cfg = self.cfg
+        # From the first moment: a preemption notice during a long setup (teacher load, quality
+        # gate) must end in exit 75 like one during training, not in the signal's default action.
+        self.stop = StopFlag().install()
         self.accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
         acc = self.accelerator
         launched = int(os.environ.get("WORLD_SIZE", acc.num_processes))
@@ -163,7 +166,9 @@ class Recipe:
     # ------------------------------------------------------------------ train
     def train(self) -> dict:
         cfg, acc = self.cfg, self.accelerator
-        stop = StopFlag().install()
+        stop = self.stop
+        if stop.agreed(acc):  # signalled during setup: no step taken, the last checkpoint stands
+            raise TrainingStopped(f"stop signal received during setup; nothing to save, resume from step {self.step}")
         progress = build.progress_bar(acc, cfg, self.total_steps, self.step)
         self.nonfinite_in_row = getattr(self, "nonfinite_in_row", 0)
         self.keys_digest = hashlib.sha1()  # which clips this rank trained on (since start/resume)
@@ -213,7 +218,6 @@ class Recipe:
             self._finish(final)
             return {"step": self.step, "val": final, "best": self.best, "run_dir": str(self.run_dir)}
         finally:
-            stop.uninstall()
             progress.close()
 
     def train_loader_for_epoch(self, epoch: int, skip_batches: int = 0):
@@ -256,11 +260,17 @@ class Recipe:
                     teacher_logits = self.teacher_fn(audio)
             else:
                 teacher_logits = batch["teacher_logits"].to(acc.device)
-            build.check_teacher_logits(teacher_logits)
 
         with acc.autocast():
             logits = self.model(audio)
-        losses = self.loss_fn(logits, teacher_logits, labels, hard_negative)
+        if teacher_logits is not None and not bool(torch.isfinite(teacher_logits).all()):
+            # A half-precision teacher overflowing on a loud clip: skip the step on every rank like
+            # a NaN loss (below), never feed the loss; max_nonfinite_steps stops a broken teacher.
+            acc.print(f"step {self.step + 1}: non-finite teacher logits (teacher.dtype={cfg.teacher.dtype})")
+            nan = torch.full((), float("nan"), device=acc.device)
+            losses = {"loss": nan, "ce": nan, "kd": nan}
+        else:
+            losses = self.loss_fn(logits, teacher_logits, labels, hard_negative)
 
         # Every rank must agree to skip a non-finite step, or DDP's all-reduce would hang. One
         # all-reduce carries the finite flag and the three losses (a gloo call costs ~1 ms).
@@ -270,8 +280,10 @@ class Recipe:
         reduced = [v / acc.num_processes for v in sums[1:]]
         if all_finite:
             acc.backward(losses["loss"])
-            grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip) if cfg.train.grad_clip else None
-            if grad_norm is not None and not torch.isfinite(torch.as_tensor(grad_norm)):
+            # The norm is taken even without clipping (max_norm=inf only measures): a NaN/inf
+            # gradient must never reach the optimizer.
+            grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip or float("inf"))
+            if not torch.isfinite(torch.as_tensor(grad_norm)):
                 all_finite = False
             else:
                 self.optimizer.step()
@@ -343,6 +355,8 @@ class Recipe:
         if hasattr(self, "accelerator"):
             self.accelerator.wait_for_everyone()
             self.accelerator.end_training()
+        if hasattr(self, "stop"):
+            self.stop.uninstall()
 
 
 def run(cfg: Config) -> dict:
