@@ -1,7 +1,7 @@
-"""Fixtures with the stand-in students of eval_standins.py."""
+"""Fixtures with the stand-in students of tests/standins.py."""
 import pytest
 
-from eval_standins import ToneStudent
+from tests.standins import ToneStudent
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from eval_standins import SR, tone_stream
+from tests.standins import SR, tone_stream
 
 from wakeword_dist.eval.report import dedup_by_key, evaluate_model, write_report
 

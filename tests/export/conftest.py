@@ -1,7 +1,7 @@
-"""Fixtures with the stand-in students of export_standins.py."""
+"""Fixtures with the stand-in students of tests/standins.py."""
 import pytest
 
-from export_standins import ToneStudent
+from tests.standins import ToneStudent
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ def exported_tiny(tmp_path_factory):
     """(model, export_onnx result) for a random TinyStudent, fp32 + int8, exported once."""
     import torch
 
-    from export_standins import TinyStudent
+    from tests.standins import TinyStudent
     from wakeword_dist.export.onnx_export import export_onnx
 
     torch.manual_seed(0)

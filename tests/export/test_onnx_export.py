@@ -4,7 +4,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from export_standins import SR, TinyStudent, tone_stream
+from tests.standins import SR, TinyStudent, tone_stream
 
 from wakeword_dist.eval.report import evaluate_model
 from wakeword_dist.export.onnx_export import check_parity, evaluate_onnx, metric_change

@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 import soundfile as sf
-from export_standins import SR, tone_stream
+from tests.standins import SR, tone_stream
 
 from wakeword_dist.export.stream import detect
 

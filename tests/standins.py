@@ -1,4 +1,4 @@
-"""Stand-in students for eval tests: (B, S) 16 kHz audio → (B, 3) logits, log-mel inside.
+"""Stand-in students for eval and export tests: (B, S) 16 kHz audio → (B, 3) logits, log-mel inside.
 
 Real students plug in with the same interface. ``ToneStudent`` has hand-set weights: its
 "wake" logit follows the log-energy of a 1 kHz tone relative to the other mel bands, so a
