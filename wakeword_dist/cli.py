@@ -124,7 +124,9 @@ def _pipeline(args):
 def _bench(args):
     from wakeword_dist.bench.run import run_bench
 
-    run_bench(_cfg(args), args.what, out=args.out)
+    batch_sizes = [int(b) for b in args.batch.split(",")] if args.batch else None
+    run_bench(_cfg(args), args.what, out=args.out, shapes=args.shapes, batch_sizes=batch_sizes,
+              compile=args.compile, quick=args.quick or None)
 
 
 @stage("models", "List the student architectures with their parameter counts.")
@@ -151,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("what", nargs="?", default="all",
                            help="all | loader | student | teacher | online_kd | cached_kd | ddp")
             p.add_argument("--out", default=None, help="JSON file for the figures (default: bench_out/bench.json)")
+            p.add_argument("--shapes", default="auto", choices=["auto", "tiny", "real"],
+                           help="tiny = the config's models; real = wav2vec2-base-sized teacher (auto: real on GPU)")
+            p.add_argument("--batch", default=None, help="comma-separated batch sizes, e.g. 256,1024")
+            p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                           help="also time torch.compile of the teacher")
+            p.add_argument("--quick", action="store_true", help="one timed call per workload (smoke test)")
         p.add_argument("--config", default=None, help="YAML config (default: embedded demo defaults)")
         p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.seed=1 distill.alpha=0.5")
     return parser
