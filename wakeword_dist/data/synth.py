@@ -40,7 +40,7 @@ PRESETS = {
     "tiny": dict(n_speakers=12, train_clips=160, val_clips=40, test_clips=40, background_clips=24,
                  stream_count=2, stream_seconds=30.0, samples_per_shard=64),
     "demo": dict(n_speakers=48, train_clips=3000, val_clips=400, test_clips=400,
-                 background_clips=200, stream_count=5, stream_seconds=60.0, samples_per_shard=250),
+                 background_clips=200, stream_count=20, stream_seconds=60.0, samples_per_shard=250),
 }
 MIX = {"positive": 0.30, "hard": 0.35}  # rest generic negative; of hard negatives:
 HARD_MIX = {"confusable": 0.5, "partial": 0.2, "fragment": 0.3}
