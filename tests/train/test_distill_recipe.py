@@ -130,14 +130,20 @@ def test_baseline_and_distill_see_the_same_first_batch(tiny_shards, tiny_teacher
         cfg = _cfg(tiny_shards, tmp_path, tiny_teacher_dir, **{"train.job": job})
         recipe = Recipe(cfg).setup()
         try:
-            rec = InputRecorder(recipe.accelerator.unwrap_model(recipe.model), only_training=True)
+            student = recipe.accelerator.unwrap_model(recipe.model)
+            weights = [p.detach().clone() for p in student.parameters()]
+            rec = InputRecorder(student, only_training=True)
             batch = next(iter(recipe.train_loader_for_epoch(0)))
+            rng = torch.get_rng_state()
             recipe._train_step(batch)
-            seen[job] = (batch["key"], rec.inputs[0].clone())
+            seen[job] = (batch["key"], rec.inputs[0].clone(), [w.sum().item() for w in weights], rng)
         finally:
             recipe.cleanup()
     assert seen["baseline"][0] == seen["distill"][0]
     assert torch.equal(seen["baseline"][1], seen["distill"][1])
+    # same initial weights and the same global RNG state (dropout, SpecAugment) at step 1
+    assert seen["baseline"][2] == seen["distill"][2]
+    assert torch.equal(seen["baseline"][3], seen["distill"][3])
 
 
 def _last_loss(run_dir: Path) -> float:

@@ -88,12 +88,15 @@ class Recipe:
             build.fit_cmvn(self.model, self.data, cfg, acc)
 
         if self.job == "distill":
-            if cfg.distill.mode == "online":
-                self.teacher, self.teacher_fn, self.placement = build.frozen_teacher(cfg, acc, self.label_names)
-                self.teacher_quality = build.teacher_quality_gate(cfg, acc, self.teacher_fn, self.data)
-            else:
-                self.placement = {"placement": "cached", "reason": "distill.mode=cached"}
-                build.check_cached_logits(cfg, self.data)
+            # Forked RNG: loading and gating the teacher must not shift the random stream
+            # (dropout, SpecAugment) that the baseline twin, which has no teacher, also sees.
+            with torch.random.fork_rng(devices=[]):
+                if cfg.distill.mode == "online":
+                    self.teacher, self.teacher_fn, self.placement = build.frozen_teacher(cfg, acc, self.label_names)
+                    self.teacher_quality = build.teacher_quality_gate(cfg, acc, self.teacher_fn, self.data)
+                else:
+                    self.placement = {"placement": "cached", "reason": "distill.mode=cached"}
+                    build.check_cached_logits(cfg, self.data)
 
         alpha = cfg.distill.alpha if self.job == "distill" else 0.0
         hn_weight = cfg.distill.hard_negative_weight if self.job != "teacher" else 1.0
