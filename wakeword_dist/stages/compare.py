@@ -34,7 +34,11 @@ def _run_one(cfg: Config, launcher: str, cfg_file: Path) -> None:
         return
     overrides = [f"train.job={cfg.train.job}", f"train.seed={cfg.train.seed}"]
     if launcher == "accelerate":
-        env = {**os.environ, "ACCELERATE_USE_CPU": os.environ.get("ACCELERATE_USE_CPU", "")}
+        import torch
+
+        env = dict(os.environ)
+        if not torch.cuda.is_available():  # else `--multi_gpu` on CPU starts lone 1-rank replicas
+            env["ACCELERATE_USE_CPU"] = "1"
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes",
                str(cfg.compare.num_processes), "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no"]

@@ -20,7 +20,6 @@ from wakeword_dist.atomic import replace_dir
 from wakeword_dist.augment import WaveAugment, load_rirs
 from wakeword_dist.config import Config
 from wakeword_dist.data import reader
-from wakeword_dist.distill.loss import check_teacher_logits as _check_teacher_logits
 from wakeword_dist.models.registry import build_student
 from wakeword_dist.train.checkpoint import write_json_atomic
 
@@ -228,10 +227,6 @@ def check_cached_logits(cfg: Config, data: DataSplits) -> None:
     teacher = load_teacher(cfg.teacher_path(), label_names=data.label_names, dtype="fp32",
                            trust_remote_code=cfg.teacher.trust_remote_code, device="cpu")
     check_cached_fingerprint(data.train_index, teacher.fingerprint(), data.train_dir / "index.json")
-
-
-def check_teacher_logits(logits: torch.Tensor) -> None:
-    _check_teacher_logits(logits)
 
 
 # ----------------------------------------------------------------------------- collectives
