@@ -12,7 +12,6 @@ Tars are byte-reproducible: fixed mtime/uid/gid/mode and member order = write or
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -25,6 +24,7 @@ import numpy as np
 
 from wakeword_dist.atomic import write_json_atomic
 from wakeword_dist.data.audio_io import AUDIO_EXTS, encode_audio, to_int16
+from wakeword_dist.data.tario import add_member, content_hash
 
 SHARD_PATTERN = "shard-%06d.tar"
 INDEX_NAME = "index.json"
@@ -127,12 +127,7 @@ class ShardWriter:
         if self._tar is None:
             self._open_next()
         for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), 0, 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            self._tar.addfile(info, io.BytesIO(data))
-            self._member_digests.append((name, hashlib.sha256(data).hexdigest()))
+            self._member_digests.append((name, add_member(self._tar, name, data)))
         self._keys.add(key)
         self._counts[-1] += 1
         self._seconds += duration
@@ -160,10 +155,7 @@ class ShardWriter:
 
         Independent of shard boundaries and write order: same samples -> same hash.
         """
-        h = hashlib.sha256()
-        for name, digest in sorted(self._member_digests):
-            h.update(f"{name}\0{digest}\n".encode("utf-8"))
-        return h.hexdigest()
+        return content_hash(self._member_digests)
 
     def close(self, teacher: dict[str, Any] | None = None) -> dict[str, Any]:
         """Finish the last shard, write ``index.json`` atomically and return the index dict.

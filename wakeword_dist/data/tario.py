@@ -9,7 +9,10 @@ are skipped. Damage (bad checksum, short read, missing end-of-archive marker) ra
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import tarfile
 from typing import Iterator
 
 import numpy as np
@@ -114,3 +117,23 @@ def iter_tar_samples(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, b
         parts[ext] = data
     if key is not None:
         yield key, parts
+
+
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> str:
+    """Append ``data`` as member ``name`` with fixed metadata (mtime 0, uid/gid 0, mode 644), so
+    equal content gives equal bytes; returns the payload's sha256 hex digest."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+    return hashlib.sha256(data).hexdigest()
+
+
+def content_hash(member_digests) -> str:
+    """sha256 over (member name, sha256(member bytes)) sorted by name: independent of shard
+    boundaries and write order, so the same samples give the same hash."""
+    h = hashlib.sha256()
+    for name, digest in sorted(member_digests):
+        h.update(f"{name}\0{digest}\n".encode("utf-8"))
+    return h.hexdigest()

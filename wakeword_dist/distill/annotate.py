@@ -23,7 +23,6 @@ next such all-reduce, so its peers raise instead of waiting forever.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -40,7 +39,7 @@ from wakeword_dist.atomic import write_json_atomic
 from wakeword_dist.data.audio_io import AUDIO_EXTS, INT16_SCALE, AudioDecodeError, decode_audio
 from wakeword_dist.data.reader import read_index
 from wakeword_dist.data.shard_writer import INDEX_NAME
-from wakeword_dist.data.tario import iter_tar_samples
+from wakeword_dist.data.tario import add_member, content_hash, iter_tar_samples
 
 logger = logging.getLogger(__name__)
 
@@ -128,12 +127,7 @@ class _TarOut:
         self.digests: list[tuple[str, str]] = []
 
     def add(self, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode = len(data), 0, 0o644
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        self.tar.addfile(info, io.BytesIO(data))
-        self.digests.append((name, hashlib.sha256(data).hexdigest()))
+        self.digests.append((name, add_member(self.tar, name, data)))
 
     def commit(self) -> None:
         self.tar.close()
@@ -336,12 +330,9 @@ def _write_out_index(index: dict, fingerprint: dict, in_dir: Path, out_dir: Path
             raise RuntimeError(f"annotate: {marker} was written for another teacher")
         digests.extend(tuple(d) for d in done["member_digests"])
         undecodable += done["undecodable"]
-    h = hashlib.sha256()  # the same formula as ShardWriter.content_hash
-    for name, digest in sorted(digests):
-        h.update(f"{name}\0{digest}\n".encode("utf-8"))
     out_index = dict(index)
     out_index["teacher"] = dict(fingerprint)
-    out_index["content_hash"] = h.hexdigest()
+    out_index["content_hash"] = content_hash(digests)  # the same formula as ShardWriter's
     out_index["annotate"] = {
         "source_split": str(in_dir),
         "source_content_hash": index.get("content_hash"),
