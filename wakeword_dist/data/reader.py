@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Collection, Iterator
 
 import numpy as np
 import torch
@@ -309,12 +309,21 @@ def make_eval_loader(split_dir: str | os.PathLike, *, batch_size: int, rank: int
 
 
 # ----------------------------------------------------------------------- sequential whole-split use
-def iter_split(split_dir: str | os.PathLike) -> Iterator[dict]:
-    """Every sample of a split in order, decoded: ``{key, audio float32 (N,), sample_rate, meta,
-    teacher_logits (C,) | None, shard}``. Raises on bad data (use it for trusted splits / tools)."""
+def split_keys(split_dir: str | os.PathLike) -> list[str]:
+    """The sample keys of a split in order, read from the tars without decoding any audio."""
+    index = read_index(split_dir)
+    return [key for shard in shard_paths(split_dir, index) for key, _ in iter_tar_samples(shard)]
+
+
+def iter_split(split_dir: str | os.PathLike, keys: Collection[str] | None = None) -> Iterator[dict]:
+    """Every sample of a split in order (only those in ``keys`` when given; the others are not
+    decoded), decoded: ``{key, audio float32 (N,), sample_rate, meta, teacher_logits (C,) | None,
+    shard}``. Raises on bad data (use it for trusted splits / tools)."""
     index = read_index(split_dir)
     for shard in shard_paths(split_dir, index):
         for key, parts in iter_tar_samples(shard):
+            if keys is not None and key not in keys:
+                continue
             ext = next(e for e in ("flac", "wav", "npy") if e in parts)
             pcm, sr = decode_audio(parts[ext], ext)
             logits = None
@@ -326,9 +335,11 @@ def iter_split(split_dir: str | os.PathLike) -> Iterator[dict]:
                    "teacher_logits": logits, "shard": shard}
 
 
-def iter_stream(split_dir: str | os.PathLike) -> Iterator[tuple[str, np.ndarray, int]]:
-    """Long continuous audio of the ``stream`` split: ``(key, float32 (N,) in [-1, 1], Hz)``."""
-    for s in iter_split(split_dir):
+def iter_stream(split_dir: str | os.PathLike,
+                keys: Collection[str] | None = None) -> Iterator[tuple[str, np.ndarray, int]]:
+    """Long continuous audio of the ``stream`` split: ``(key, float32 (N,) in [-1, 1], Hz)``,
+    only the streams in ``keys`` when given."""
+    for s in iter_split(split_dir, keys):
         yield s["key"], s["audio"], s["sample_rate"]
 
 

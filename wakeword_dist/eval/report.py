@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from wakeword_dist.atomic import write_bytes_atomic
 from wakeword_dist.eval.det import choose_threshold, det_curve, plot_det
 from wakeword_dist.eval.detector import count_activations, stream_hours
 from wakeword_dist.eval.metrics import IGNORE_LABEL, clip_metrics, clip_roc, frr_at
@@ -221,18 +221,10 @@ def to_jsonable(obj):
 
 
 def atomic_write_json(obj, path: str | Path) -> Path:
-    """Write JSON to a temp file in the same folder, then os.replace (no torn files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(to_jsonable(obj), f, indent=2, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Strict JSON (NaN/inf → null) written atomically (``atomic.write_bytes_atomic``)."""
+    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False)
+    write_bytes_atomic(path, text.encode("utf-8"))
+    return Path(path)
 
 
 def write_report(report: dict, out_dir: str | Path, *, name: str = "model") -> dict:

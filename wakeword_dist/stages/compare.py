@@ -76,6 +76,7 @@ def run_jobs(cfg: Config) -> dict:
 
 def compare(cfg: Config) -> dict:
     from wakeword_dist import compare as stats
+    from wakeword_dist.train.run_logger import resolve_wandb_mode
 
     reports = run_jobs(cfg)
     root = Path(cfg.run.runs_dir) / cfg.run.experiment
@@ -85,11 +86,5 @@ def compare(cfg: Config) -> dict:
     stats.plot_comparison(comparison, det_curves, root / "comparison.png")
     stats.print_table(comparison)
     stats.log_to_wandb(comparison, project=cfg.logging.project, group=cfg.run.experiment,
-                       mode=_wandb_mode(cfg.logging.wandb), out_dir=root)
+                       mode=resolve_wandb_mode(cfg.logging.wandb), out_dir=root)
     return comparison
-
-
-def _wandb_mode(mode: str) -> str:
-    from wakeword_dist.train.run_logger import resolve_wandb_mode
-
-    return resolve_wandb_mode(mode)

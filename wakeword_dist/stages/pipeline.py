@@ -3,22 +3,23 @@ compare -> export, from one config. Finished stages are skipped, so a rerun resu
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
 from wakeword_dist.config import Config
 
 
+@contextlib.contextmanager
 def _timed(name: str, timings: dict):
-    class _T:
-        def __enter__(self):
-            self.t0 = time.perf_counter()
-            print(f"\n=== {name} ===", flush=True)
-
-        def __exit__(self, *exc):
-            timings[name] = round(time.perf_counter() - self.t0, 1)
-            print(f"=== {name}: {timings[name]} s ===", flush=True)
-    return _T()
+    """Print a stage header and footer; record the stage's wall time in `timings` (s)."""
+    t0 = time.perf_counter()
+    print(f"\n=== {name} ===", flush=True)
+    try:
+        yield
+    finally:
+        timings[name] = round(time.perf_counter() - t0, 1)
+        print(f"=== {name}: {timings[name]} s ===", flush=True)
 
 
 def pipeline(cfg: Config) -> dict:

@@ -7,8 +7,8 @@ Each function maps the typed config onto the plain-argument APIs of `data/`, `mo
 from __future__ import annotations
 
 import json
-import os
 import shutil
+from itertools import islice
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +16,11 @@ import torch
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
-from wakeword_dist.atomic import replace_dir
+from wakeword_dist.atomic import replace_dir, write_json_atomic
 from wakeword_dist.augment import WaveAugment, load_rirs
 from wakeword_dist.config import Config
 from wakeword_dist.data import reader
 from wakeword_dist.models.registry import build_student
-from wakeword_dist.train.checkpoint import write_json_atomic
 
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -111,10 +110,9 @@ def trainable_model(cfg: Config, job: str, label_names: list) -> tuple[torch.nn.
         arch = {"model": f"teacher:{t.name_or_path or t.arch}", "num_classes": len(label_names),
                 "label_names": list(label_names)}
         return model, arch
-    specaug = {} if cfg.augment.specaugment else None
     model = build_student(cfg.student.name, len(label_names), sample_rate=cfg.data.sample_rate,
                           n_mels=cfg.frontend.n_mels, width=cfg.student.width,
-                          specaugment=specaug if specaug is None else {},
+                          specaugment={} if cfg.augment.specaugment else None,  # {} = its defaults
                           win_ms=cfg.frontend.win_ms, hop_ms=cfg.frontend.hop_ms)
     arch = {"model": cfg.student.name, "width": cfg.student.width, "num_classes": len(label_names),
             "label_names": list(label_names), "n_mels": cfg.frontend.n_mels}
@@ -134,16 +132,9 @@ def fit_cmvn(model, data: DataSplits, cfg: Config, acc) -> None:
 
     batches = reader.make_eval_loader(data.train_dir, batch_size=cfg.data.batch_size, rank=0, world_size=1,
                                       num_workers=0)
-    mean, std = compute_cmvn(model.frontend, (b["audio"].to(acc.device) for b in _take(batches, 20)))
+    mean, std = compute_cmvn(model.frontend, (b["audio"].to(acc.device) for b in islice(batches, 20)))
     stats = broadcast_object_list([mean.cpu(), std.cpu()])
     model.frontend.set_cmvn(stats[0].to(acc.device), stats[1].to(acc.device))
-
-
-def _take(iterable, n):
-    for i, item in enumerate(iterable):
-        if i >= n:
-            return
-        yield item
 
 
 # ----------------------------------------------------------------------------- teacher
@@ -242,10 +233,9 @@ def sum_over_ranks(acc, values) -> list[float]:
 
 
 def max_over_ranks(acc, value: float) -> float:
-    t = torch.tensor([float(value)], device=acc.device)
-    if acc.num_processes > 1:
-        t = acc.gather(t).max()
-    return float(t.max())
+    if acc.num_processes == 1:
+        return float(value)
+    return float(acc.gather(torch.tensor([float(value)], device=acc.device)).max())
 
 
 def broadcast_object(acc, obj):
@@ -263,15 +253,14 @@ def is_better(candidate: dict, best: dict | None, cfg: Config, job: str) -> bool
         return candidate["accuracy"] > best["accuracy"]
     from wakeword_dist.eval.det import select_best
 
-    chosen = select_best([best, candidate], cfg.eval.target_fa_per_hour)
-    return chosen is candidate or chosen == candidate and chosen is not best
+    # select_best returns the winning mapping itself; on a tie it keeps the earlier one (best).
+    return select_best([best, candidate], cfg.eval.target_fa_per_hour) is candidate
 
 
-def save_teacher_dir(hf_model, out_dir: Path, sample_rate: int = 16000) -> Path:
-    """A HF folder (config, safetensors, feature-extractor config) that `load_teacher` reads by path.
-    Written to a temp folder and renamed, so a reader never sees half a teacher."""
-    import shutil
-
+def save_teacher_dir(hf_model, out_dir: Path, sample_rate: int = 16000, quality: dict | None = None) -> Path:
+    """A HF folder (config, safetensors, feature-extractor config, optional `quality.json`) that
+    `load_teacher` reads by path. Written to a temp folder that replaces `out_dir` whole, so a
+    reader never sees half a teacher or a quality record of another one."""
     from transformers import Wav2Vec2FeatureExtractor
 
     out_dir = Path(out_dir)
@@ -280,12 +269,9 @@ def save_teacher_dir(hf_model, out_dir: Path, sample_rate: int = 16000) -> Path:
     hf_model.save_pretrained(tmp, safe_serialization=True)
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=sample_rate, do_normalize=True,
                              return_attention_mask=False).save_pretrained(tmp)
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    if out_dir.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    if quality is not None:
+        write_json_atomic(tmp / "quality.json", quality)
+    replace_dir(tmp, out_dir)
     return out_dir
 
 
@@ -295,8 +281,8 @@ def save_best(acc, model, best_dir: Path, architecture: dict, label_names: list,
 
     unwrapped = acc.unwrap_model(model)
     if hasattr(unwrapped, "fingerprint"):  # the teacher job
-        save_teacher_dir(unwrapped.model, best_dir, cfg.data.sample_rate)
-        write_json_atomic(best_dir / "quality.json", {"val": val, "label_names": label_names})
+        save_teacher_dir(unwrapped.model, best_dir, cfg.data.sample_rate,
+                         quality={"val": val, "label_names": label_names})
         return
     # Weights and metadata go to a temp folder that replaces best/ whole: never one without the other.
     tmp = best_dir.with_name(f".{best_dir.name}.tmp")

@@ -64,6 +64,8 @@ class Recipe:
         self.teacher = None          # frozen teacher module (online distill), for tests and hooks
         self.teacher_fn = None       # callable (B, S) -> (B, C) float32 logits
         self.placement: dict = {}
+        self.teacher_quality: dict | None = None  # the quality gate's figures (online distill)
+        self.nonfinite_in_row = 0     # consecutive skipped steps; restored on resume
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> "Recipe":
@@ -106,7 +108,6 @@ class Recipe:
         # The teacher has its own schedule: it usually needs more steps and a lower peak LR.
         epochs, lr = (cfg.teacher.train_epochs, cfg.teacher.train_lr) if self.job == "teacher" \
             else (cfg.train.epochs, cfg.train.lr)
-        self.epochs = epochs
         self.total_steps = epochs * cfg.train.batches_per_epoch
         if cfg.train.max_steps:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
@@ -173,7 +174,6 @@ class Recipe:
         if stop.agreed(acc):  # signalled during setup: no step taken, the last checkpoint stands
             raise TrainingStopped(f"stop signal received during setup; nothing to save, resume from step {self.step}")
         progress = build.progress_bar(acc, cfg, self.total_steps, self.step)
-        self.nonfinite_in_row = getattr(self, "nonfinite_in_row", 0)
         self.keys_digest = hashlib.sha1()  # which clips this rank trained on (since start/resume)
         seen = skipped = 0
         window_t0, window_clips = time.perf_counter(), 0
@@ -210,12 +210,9 @@ class Recipe:
                         raise TrainingStopped(f"stop signal received; checkpoint at step {self.step} written")
                     if self.step >= self.total_steps:
                         break
-                else:
+                else:  # epoch done (a stop at max_steps leaves the position to _save)
                     self.epoch += 1
                     self.batch_in_epoch = 0
-                    continue
-                if self.batch_in_epoch >= cfg.train.batches_per_epoch:
-                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             final = self._validate_and_select()
             self._save()
             self._finish(final)
@@ -345,7 +342,7 @@ class Recipe:
         if acc.is_main_process:
             summary = {"step": self.step, "completed": True, "best": self.best, "final_val": final,
                        "placement": self.placement, "world_size": acc.num_processes, "ranks": ranks}
-            if getattr(self, "teacher_quality", None) is not None:
+            if self.teacher_quality is not None:
                 summary["teacher_quality"] = self.teacher_quality
             ckpt.write_json_atomic(self.run_dir / "final.json", to_jsonable(summary))
             self.logger.summary({f"best/{k}": v for k, v in (self.best or {}).items()})

@@ -21,16 +21,17 @@ SUMMARY_KEYS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "frr_
 
 
 def stream_keys_for(split: str, stream_dir) -> list[str]:
-    keys = sorted(k for k, _, _ in reader.iter_stream(stream_dir))
+    keys = sorted(reader.split_keys(stream_dir))  # member names only: no audio decoded
     half = (len(keys) + 1) // 2
     return keys[:half] if split == "val" else keys[half:]
 
 
 def score_split(acc, model, data, cfg: Config, *, split: str, with_streams: bool = True):
-    """Collective. Returns on rank 0: (probs, labels, stream_scores, stream_durations, stream_keys)."""
+    """Collective. Returns on rank 0 (None elsewhere): (clip keys, probs (N, C), labels (N,),
+    stream scores [(T_i,)], stream durations [s], stream keys), de-duplicated by key."""
     split_dir = {"val": data.val_dir, "test": data.test_dir}[split]
     device = acc.device
-    net = acc.unwrap_model(model) if hasattr(acc, "unwrap_model") else model
+    net = acc.unwrap_model(model)
     loader = reader.make_eval_loader(split_dir, batch_size=cfg.eval.batch_size, rank=acc.process_index,
                                      world_size=acc.num_processes, num_workers=0)
     with acc.autocast():
@@ -39,7 +40,7 @@ def score_split(acc, model, data, cfg: Config, *, split: str, with_streams: bool
     if with_streams and (data.stream_dir / "index.json").exists():
         wanted = stream_keys_for(split, data.stream_dir)
         mine = set(wanted[acc.process_index::acc.num_processes])
-        items = ((k, w, sr) for k, w, sr in reader.iter_stream(data.stream_dir) if k in mine)
+        items = reader.iter_stream(data.stream_dir, keys=mine)  # decodes only this rank's streams
         s_keys, s_scores, s_dur = score_streams(
             net, items, positive_index=data.positive_index, sample_rate=cfg.data.sample_rate,
             window_s=cfg.eval.window_s, hop_s=cfg.eval.hop_s, device=device,
