@@ -81,6 +81,8 @@ def _rank_main(cfg_path: str, batch: int, iters: int, warmup: int, rounds: int, 
             "cpu_ms": round(min(cpus) / iters * 1e3, 3),  # rank 0's own CPU per step (compute + comm)
             "cpu_clips_per_s": round(world * batch * iters / min(cpus), 1),  # if every rank had a core
             "model": type(step.model).__name__, "small_allreduce": allreduce}))
+    acc.wait_for_everyone()
+    acc.end_training()  # destroys the process group before the rank exits
 
 
 def measure_in_this_process(cfg_path: str, batch: int, iters: int, warmup: int, rounds: int = 3) -> dict:
