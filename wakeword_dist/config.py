@@ -125,7 +125,8 @@ class TrainConfig:
     checkpoint_every: int = _help("Checkpoint every N steps; 0 = only at the end / on a stop signal.", 100)
     keep_checkpoints: int = _help("Newest complete checkpoints kept.", 2)
     resume: str = _help("never | auto (newest complete checkpoint) | a checkpoint folder.", "auto")
-    max_bad_fraction: float = _help("Stop when more than this fraction of clips failed to decode.", 0.05)
+    max_bad_fraction: float = _help(
+        "Stop when surely (97.5 % Wilson lower bound) more than this fraction of clips failed to decode.", 0.05)
     max_nonfinite_steps: int = _help("Stop after this many NaN/inf steps in a row.", 5)
     max_steps: int = _help("Stop after this many steps (0 = epochs x batches_per_epoch); for tests.", 0)
 

@@ -17,8 +17,9 @@ so the result equals the full run minus its first ``k`` batches (exact resume). 
 
 Batches are built inside the workers into preallocated arrays (no per-sample dict / collate):
 ``audio`` float32 ``(B, S)`` in [-1, 1], ``label`` int64 ``(B,)`` (-1 = unlabelled),
-``hard_negative`` bool ``(B,)``, ``key`` list[str], ``skipped`` int (bad samples this worker
-skipped since its previous batch), ``teacher_logits`` float32 ``(B, C)`` when requested.
+``hard_negative`` bool ``(B,)``, ``key`` list[str], ``read`` and ``skipped`` int (samples this
+worker took for decoding since its previous batch, and the bad ones among them: the bad fraction
+is ``skipped / read``), ``teacher_logits`` float32 ``(B, C)`` when requested.
 """
 
 from __future__ import annotations
@@ -128,11 +129,11 @@ class BatchLoader:
             yield batch
 
 
-def _to_batch(audio, labels, hard, keys, skipped, logits) -> dict:
+def _to_batch(audio, labels, hard, keys, skipped, read, logits) -> dict:
     """Worker-side batch: small arrays stay numpy (pickled inline: a shared-memory tensor costs
     a file descriptor and an mmap each, ~0.3 ms); ``BatchLoader`` makes them tensors."""
-    batch = {"audio": audio,
-             "label": labels, "hard_negative": hard, "key": keys, "skipped": skipped}
+    batch = {"audio": audio, "label": labels, "hard_negative": hard, "key": keys,
+             "skipped": skipped, "read": read}
     if logits is not None:
         batch["teacher_logits"] = np.stack(logits)
     return batch
@@ -164,9 +165,9 @@ class TrainBatches(IterableDataset):
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, logical])
         skips = SkipCounter()
         pass_sizes: list[int] = []
-        samples = self._shuffled(rng, split_units(self.units, logical, n), skips, pass_sizes)
+        samples = self._shuffled(rng, split_units(self.units, logical, n), pass_sizes)
         B, S = self.batch_size, self.decoder.clip_samples
-        reported = bad_run = 0
+        reported = reported_read = bad_run = 0
         for b in range(logical, self.bpe, n):
             keep = b >= self.skip
             audio, handoff = _audio_buffer(B, S) if keep else (None, None)
@@ -189,24 +190,23 @@ class TrainBatches(IterableDataset):
                     logits.append(got[2])
                 keys.append(key)
             if keep:
-                yield _to_batch(handoff, labels, hard, keys, skips.count - reported, logits)
-            reported = skips.count
+                yield _to_batch(handoff, labels, hard, keys, skips.count - reported,
+                                skips.read - reported_read, logits)
+            reported, reported_read = skips.count, skips.read
 
-    def _shuffled(self, rng: np.random.Generator, units: list[Unit], skips: SkipCounter,
-                  pass_sizes: list[int]):
+    def _shuffled(self, rng: np.random.Generator, units: list[Unit], pass_sizes: list[int]):
         """Endless raw samples: units in a fresh random order each pass, through a buffer.
         ``pass_sizes`` receives the number of samples read per pass."""
         def passes():
             while True:
                 got = 0
                 for i in rng.permutation(len(units)):
-                    for sample in iter_unit(units[int(i)], skips):
+                    for sample in iter_unit(units[int(i)]):
                         got += 1
                         yield sample
                 pass_sizes.append(got)
                 if got == 0:
-                    raise RuntimeError(f"no readable samples in {[u.shard for u in units]} "
-                                       f"({skips.count} skipped; see the warnings above)")
+                    raise RuntimeError(f"no samples in {[u.shard for u in units]}")
         source = passes()
         buf = [next(source) for _ in range(self.shuffle_buffer)]
         while True:
@@ -262,7 +262,7 @@ class EvalBatches(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         worker, n = _worker()
-        skips, reported = SkipCounter(), 0
+        skips, reported, reported_read = SkipCounter(), 0, 0
         B, S = self.batch_size, self.decoder.clip_samples
         audio, handoff = _audio_buffer(B, S)
         labels, hard = np.empty(B, np.int64), np.empty(B, bool)
@@ -271,10 +271,10 @@ class EvalBatches(IterableDataset):
         def flush():
             k = len(keys)  # the buffer is handed over (a view for the short last batch)
             return _to_batch(handoff[:k], labels[:k].copy(), hard[:k].copy(), list(keys),
-                             skips.count - reported, logits)
+                             skips.count - reported, skips.read - reported_read, logits)
 
         for unit in split_units(self.units, worker, n):
-            for shard, key, parts in iter_unit(unit, skips):
+            for shard, key, parts in iter_unit(unit):
                 got = self.decoder.decode(shard, key, parts, audio[len(keys)], skips)
                 if got is None:
                     continue
@@ -285,7 +285,7 @@ class EvalBatches(IterableDataset):
                 if len(keys) == B:
                     yield flush()
                     audio, handoff = _audio_buffer(B, S)  # the yielded batch keeps the old one
-                    reported, keys = skips.count, []
+                    reported, reported_read, keys = skips.count, skips.read, []
                     logits = [] if logits is not None else None
         if keys:
             yield flush()

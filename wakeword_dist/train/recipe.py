@@ -26,6 +26,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 
 from wakeword_dist.config import Config, save_config
+from wakeword_dist.data.sources import bad_fraction_lower_bound
 from wakeword_dist.distill.loss import KDLoss
 from wakeword_dist.train import checkpoint as ckpt
 from wakeword_dist.train import components as build
@@ -175,7 +176,7 @@ class Recipe:
             raise TrainingStopped(f"stop signal received during setup; nothing to save, resume from step {self.step}")
         progress = build.progress_bar(acc, cfg, self.total_steps, self.step)
         self.keys_digest = hashlib.sha1()  # which clips this rank trained on (since start/resume)
-        seen = skipped = 0
+        read = skipped = 0  # clips the reader decoded or tried to, and the bad ones among them
         window_t0, window_clips = time.perf_counter(), 0
         try:
             while self.step < self.total_steps:
@@ -184,23 +185,25 @@ class Recipe:
                     self.step += 1
                     self.batch_in_epoch += 1
                     progress.update(1)
-                    seen += len(batch["key"])
                     self.keys_digest.update("\n".join(batch["key"]).encode())
                     skipped += int(batch.get("skipped", 0))
+                    read += int(batch.get("read", len(batch["key"])))
                     window_clips += len(batch["key"])
                     if self.step % cfg.logging.log_every == 0 or self.step == self.total_steps:
-                        totals = build.sum_over_ranks(acc, [seen, skipped, window_clips])
-                        seen_all, skipped_all, clips_all = totals
+                        read_all, skipped_all, clips_all = build.sum_over_ranks(acc, [read, skipped, window_clips])
+                        bad_fraction = skipped_all / max(read_all, 1)
                         elapsed = time.perf_counter() - window_t0
-                        metrics.update({"data/skipped": skipped_all, "train/clips_per_s": clips_all / max(elapsed, 1e-9),
+                        metrics.update({"data/skipped": skipped_all, "data/bad_fraction": bad_fraction,
+                                        "train/clips_per_s": clips_all / max(elapsed, 1e-9),
                                         "train/lr": self.scheduler.get_last_lr()[0], "train/epoch": self.epoch})
                         self.logger.log(metrics, self.step)
                         progress.set_postfix(loss=f"{metrics['train/loss']:.3f}")
                         window_t0, window_clips = time.perf_counter(), 0
-                        if skipped_all > cfg.train.max_bad_fraction * (seen_all + skipped_all):
+                        if bad_fraction_lower_bound(skipped_all, read_all) > cfg.train.max_bad_fraction:
                             raise TrainingFailed(
-                                f"{skipped_all} of {seen_all + skipped_all} clips failed to decode, more than "
-                                f"train.max_bad_fraction={cfg.train.max_bad_fraction}; see the log for shards and keys")
+                                f"{skipped_all:.0f} of {read_all:.0f} clips read failed to decode "
+                                f"({bad_fraction:.1%}, surely more than train.max_bad_fraction="
+                                f"{cfg.train.max_bad_fraction}); see the log for shards and keys")
                     if cfg.train.eval_every and self.step % cfg.train.eval_every == 0 and self.step < self.total_steps:
                         self._validate_and_select()
                     if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
