@@ -100,6 +100,14 @@ class TeacherConfig:
     skip_quality_gate: bool = _help("Distil even if the teacher fails the quality gate.", False)
     train_lr: float = _help("train-teacher: peak AdamW learning rate (train.lr is the students').", 1e-3)
     train_epochs: int = _help("train-teacher: epochs of train.batches_per_epoch steps (train.epochs is the students').", 6)
+    fast_forward: list = _help(
+        "Same-function teacher rewrites (models/fast_teacher.py) for a replicated teacher: "
+        "fuse_feature_norm, channels_last_encoder, dense_pos_conv; [] = plain HF (weight norm is "
+        "always folded). Their GPU gain is what launch/gpu_check.sh measures.", [])
+    compile: str = _help("torch.compile the replicated teacher: none | default | max-autotune-no-cudagraphs | "
+                         "reduce-overhead.", "none")
+    cuda_graphs: bool = _help("Replay the replicated teacher's forward as a CUDA graph per batch shape "
+                              "(GPU only; ignored on CPU; exclusive with teacher.compile).", False)
 
 
 @dataclass
@@ -158,7 +166,9 @@ class LoggingConfig:
 @dataclass
 class CompareConfig:
     seeds: list = _help("Seeds run for each of baseline and distill.", [0, 1, 2])
-    launcher: str = _help("sequential (in-process) | accelerate | slurm.", "sequential")
+    launcher: str = _help(
+        "sequential (in-process) | accelerate (one `accelerate launch` per run) | slurm (all runs as one "
+        "job array of slurm/compare.sbatch, submitted with sbatch --wait).", "sequential")
     num_processes: int = _help("Processes per run when launcher=accelerate.", 2)
 
 
@@ -194,12 +204,15 @@ class Config:
 
 # ---- validation ------------------------------------------------------------------------
 
+TEACHER_REWRITES = ("fuse_feature_norm", "channels_last_encoder", "dense_pos_conv")  # teacher.fast_forward
+
 _CHOICES = {
     "data.audio_format": ("flac", "wav", "npy"),
     "data.synth_size": ("tiny", "demo"),
     "teacher.arch": ("wav2vec2", "hubert", "wavlm"),
     "teacher.dtype": ("fp16", "bf16", "fp32"),
     "teacher.placement": ("auto", "replicate", "zero3"),
+    "teacher.compile": ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead"),
     "distill.mode": ("online", "cached"),
     "train.job": ("baseline", "distill", "teacher"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
@@ -351,6 +364,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError("config key 'augment.snr_db_min' is larger than 'augment.snr_db_max'")
     if not cfg.compare.seeds or not all(isinstance(s, int) for s in cfg.compare.seeds):
         raise ConfigError("config key 'compare.seeds': expected a non-empty list of ints")
+    unknown = [r for r in cfg.teacher.fast_forward if r not in TEACHER_REWRITES]
+    if unknown:
+        raise ConfigError(f"config key 'teacher.fast_forward': {unknown[0]!r} is not one of {', '.join(TEACHER_REWRITES)}")
+    if cfg.teacher.compile != "none" and cfg.teacher.cuda_graphs:
+        raise ConfigError("config keys 'teacher.compile' and 'teacher.cuda_graphs' are exclusive "
+                          "(teacher.compile=reduce-overhead gives compiled CUDA graphs)")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -38,12 +38,21 @@ def test_overrides_apply_with_yaml_types():
     ("train.epochs=two", "config key 'train.epochs': expected int, got str 'two'"),
     ("teacher.placement=zero2", "config key 'teacher.placement': 'zero2' is not one of auto, replicate, zero3"),
     ("train.seed=true", "config key 'train.seed': expected int, got bool True"),
+    ("teacher.fast_forward=[dense_pos_conv,flash]", "config key 'teacher.fast_forward': 'flash' is not one of "
+     "fuse_feature_norm, channels_last_encoder, dense_pos_conv"),
+    ("teacher.compile=max", "config key 'teacher.compile': 'max' is not one of none, default, "
+     "max-autotune-no-cudagraphs, reduce-overhead"),
 ])
 def test_errors_name_the_key(override, message):
     with pytest.raises(ConfigError) as info:
         load_config(None, [override])
     assert str(info.value) == message
     assert "\n" not in str(info.value)
+
+
+def test_teacher_compile_and_cuda_graphs_are_exclusive():
+    with pytest.raises(ConfigError, match="'teacher.compile' and 'teacher.cuda_graphs' are exclusive"):
+        load_config(None, ["teacher.compile=default", "teacher.cuda_graphs=true"])
 
 
 def test_unknown_key_in_yaml_file(tmp_path):

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -244,3 +245,32 @@ def test_annotate_sbatch_module_entry(slurm, tmp_path):
     slurm.wait_completed(job_id, timeout=240)
     run_dir = tmp_path / "runs" / "toy" / "annotate" / "seed0"
     assert json.loads((run_dir / "final.json").read_text()) == {"step": 2, "completed": True}
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.skipif(not HAVE_RECIPE, reason="needs launch/train.py and configs/ci_tiny.yaml")
+def test_compare_with_the_slurm_launcher_runs_the_real_recipe_as_one_array(slurm, tiny_shards,
+                                                                           tiny_teacher_dir, tmp_path):
+    # seed 3: the array element -> seed mapping must come from the config (WW_SEEDS), not i / 2
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "wakeword_dist.cli", "compare", "--config", str(CI_TINY), f"data.root={tiny_shards}",
+           f"run.runs_dir={runs}", f"teacher.name_or_path={tiny_teacher_dir}", "compare.launcher=slurm",
+           "compare.seeds=[3]", "train.max_steps=2", "logging.wandb=disabled"]
+    proc = subprocess.run(cmd, env=slurm.env, cwd=REPO, capture_output=True, text=True, timeout=380)
+    experiment = runs / "ci_tiny"
+    logs = sorted(experiment.glob("slurm-ww-compare-*.out"))
+    log_text = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs)
+    assert proc.returncode == 0, proc.stderr[-3000:] + log_text
+    assert "--array=0,1" in proc.stdout, "both runs in ONE array"
+    assert len(logs) == 2, "one log per array element, beside the comparison"
+    for job in ("baseline", "distill"):
+        run_dir = experiment / job / "seed3"
+        assert json.loads((run_dir / "final.json").read_text())["completed"], run_dir
+        assert (run_dir / "report.json").is_file(), "evaluated after the array"
+        assert f"train.job={job} train.seed=3" in log_text
+    assert json.loads((experiment / "comparison.json").read_text())
+    assert (experiment / "comparison.png").stat().st_size > 0
+
+    # a second compare finds every run finished and submits nothing
+    again = subprocess.run(cmd, env=slurm.env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "sbatch" not in again.stdout, again.stdout[-2000:]

@@ -63,3 +63,23 @@ def test_teacher_with_other_labels_is_refused_naming_both_maps(tiny_shards, tmp_
     with pytest.raises(ValueError, match="hey_nora") as info:
         run(cfg)
     assert "hey_nova" in str(info.value)
+
+
+def test_configured_teacher_rewrites_are_applied_recorded_and_change_no_result(tiny_shards, tiny_teacher_dir,
+                                                                               tmp_path):
+    common = {"train.job": "distill", "teacher.name_or_path": str(tiny_teacher_dir), "teacher.dtype": "fp32",
+              "teacher.skip_quality_gate": True, "train.max_steps": 2}
+    plain = _cfg(tiny_shards, tmp_path / "plain", **common)
+    fast = _cfg(tiny_shards, tmp_path / "fast", **common,
+                **{"teacher.fast_forward": "[channels_last_encoder,fuse_feature_norm]"})
+    for cfg in (plain, fast):
+        run(cfg)
+    applied = {name: json.loads((cfg.job_dir() / "final.json").read_text())["placement"]["fast_teacher"]
+               for name, cfg in (("plain", plain), ("fast", fast))}
+    assert applied["plain"] == {"fold_weight_norm": 1}
+    assert applied["fast"]["channels_last_encoder"] > 0 and applied["fast"]["fold_weight_norm"] == 1
+    # the same function (CPU parity 1e-6 relative), so the same student up to float rounding
+    a, b = (load_file(str(cfg.job_dir() / "best" / "model.safetensors")) for cfg in (plain, fast))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)

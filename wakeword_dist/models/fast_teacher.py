@@ -401,8 +401,8 @@ def optimize_teacher(teacher: nn.Module, *, fold_weight_norm: bool = True, fuse_
                          "for compiled CUDA graphs")
     hf = hf_model_of(teacher)
     applied: dict = {}
-    if fold_weight_norm or dense_pos_conv:
-        applied["fold_weight_norm"] = _fold(hf)
+    if (fold_weight_norm or dense_pos_conv) and not getattr(teacher, "fast_teacher", {}).get("fold_weight_norm"):
+        applied["fold_weight_norm"] = _fold(hf)  # (not again: a second call would find nothing)
     if channels_last_encoder:
         applied["channels_last_encoder"] = channels_last_encoder_(hf)
     if fuse_feature_norm and not applied.get("channels_last_encoder"):

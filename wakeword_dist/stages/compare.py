@@ -1,7 +1,8 @@
 """`wakeword-dist compare`: N seeds x {baseline, distill}, evaluated, aggregated, plotted.
 
 Runs each (job, seed) itself -- in this process one after another, as `accelerate launch`
-subprocesses, or as the SLURM job array -- skipping runs that already finished, then reads
+subprocesses, or all at once as one SLURM job array (slurm/compare.sbatch, `sbatch --wait`) --
+skipping runs that already finished, then evaluates them here and reads
 every `report.json` and writes `comparison.json` / `comparison.png` in runs/<experiment>/.
 """
 
@@ -32,25 +33,42 @@ def _run_one(cfg: Config, launcher: str, cfg_file: Path) -> None:
 
         run(cfg)
         return
-    overrides = [f"train.job={cfg.train.job}", f"train.seed={cfg.train.seed}"]
-    if launcher == "accelerate":
-        import torch
+    import torch
 
-        env = dict(os.environ)
-        if not torch.cuda.is_available():  # else `--multi_gpu` on CPU starts lone 1-rank replicas
-            env["ACCELERATE_USE_CPU"] = "1"
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes",
-               str(cfg.compare.num_processes), "--num_machines", "1", "--mixed_precision", "no",
-               "--dynamo_backend", "no"]
-        if cfg.compare.num_processes > 1:
-            cmd.append("--multi_gpu")
-        cmd += [str(REPO / "launch" / "train.py"), "--config", str(cfg_file), *overrides]
-    else:  # slurm: one single-node sbatch --wait per run; slurm/compare.sbatch is the array form
-        env = dict(os.environ)
-        cmd = ["sbatch", "--wait", "--nodes=1", str(REPO / "slurm" / "train.sbatch"), "--config", str(cfg_file),
-               *overrides]
+    overrides = [f"train.job={cfg.train.job}", f"train.seed={cfg.train.seed}"]
+    env = dict(os.environ)
+    if not torch.cuda.is_available():  # else `--multi_gpu` on CPU starts lone 1-rank replicas
+        env["ACCELERATE_USE_CPU"] = "1"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes",
+           str(cfg.compare.num_processes), "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no"]
+    if cfg.compare.num_processes > 1:
+        cmd.append("--multi_gpu")
+    cmd += [str(REPO / "launch" / "train.py"), "--config", str(cfg_file), *overrides]
     print(f"[compare] {' '.join(cmd)}", flush=True)
     subprocess.run(cmd, check=True, env=env)
+
+
+def _run_slurm_array(cfg: Config, pending: list[tuple[int, str]], cfg_file: Path, root: Path) -> None:
+    """All pending runs as ONE job array of slurm/compare.sbatch, so the cluster runs them side
+    by side; `sbatch --wait` returns when every element has ended (requeues included).
+
+    Element i trains seed ``WW_SEEDS[i // 2]`` and job ``JOBS[i % 2]``; only unfinished runs are
+    submitted. The elements' logs go beside the comparison: ``<experiment>/slurm-*.out``.
+    """
+    seeds = list(cfg.compare.seeds)
+    indices = [2 * seeds.index(seed) + JOBS.index(job) for seed, job in pending]
+    env = dict(os.environ, WW_SEEDS=" ".join(str(s) for s in seeds))
+    cmd = ["sbatch", "--wait", f"--array={','.join(map(str, indices))}",
+           f"--output={root}/slurm-%x-%A_%a.out", str(REPO / "slurm" / "compare.sbatch"),
+           "--config", str(cfg_file)]
+    print(f"[compare] WW_SEEDS='{env['WW_SEEDS']}' {' '.join(cmd)}", flush=True)
+    rc = subprocess.run(cmd, env=env, cwd=REPO).returncode
+    for seed, job in pending:
+        run_dir = with_job(cfg, job, seed).job_dir()
+        if not (run_dir / "final.json").exists():
+            raise RuntimeError(f"{job} seed {seed} did not finish under SLURM (sbatch exit {rc}); "
+                               f"its log is {root}/slurm-ww-compare-*_{2 * seeds.index(seed) + JOBS.index(job)}.out")
 
 
 def run_jobs(cfg: Config) -> dict:
@@ -60,17 +78,22 @@ def run_jobs(cfg: Config) -> dict:
     root = Path(cfg.run.runs_dir) / cfg.run.experiment
     cfg_file = root / "compare_config.yaml"
     save_config(cfg, cfg_file)
+    runs = [(seed, job) for seed in cfg.compare.seeds for job in JOBS]
+    pending = [(seed, job) for seed, job in runs if not (with_job(cfg, job, seed).job_dir() / "final.json").exists()]
+    for seed, job in pending:
+        print(f"[compare] training {job} seed {seed} -> {with_job(cfg, job, seed).job_dir()}", flush=True)
+    if pending and cfg.compare.launcher == "slurm":
+        _run_slurm_array(cfg, pending, cfg_file, root)
+    else:
+        for seed, job in pending:
+            _run_one(with_job(cfg, job, seed), cfg.compare.launcher, cfg_file)
     reports: dict = {job: {} for job in JOBS}
-    for seed in cfg.compare.seeds:
-        for job in JOBS:
-            run_cfg = with_job(cfg, job, seed)
-            run_dir = run_cfg.job_dir()
-            if not (run_dir / "final.json").exists():
-                print(f"[compare] training {job} seed {seed} -> {run_dir}", flush=True)
-                _run_one(run_cfg, cfg.compare.launcher, cfg_file)
-            if not (run_dir / "report.json").exists():
-                evaluate_run(run_cfg, run_dir)
-            reports[job][seed] = json.loads((run_dir / "report.json").read_text())
+    for seed, job in runs:
+        run_cfg = with_job(cfg, job, seed)
+        run_dir = run_cfg.job_dir()
+        if not (run_dir / "report.json").exists():
+            evaluate_run(run_cfg, run_dir)
+        reports[job][seed] = json.loads((run_dir / "report.json").read_text())
     return reports
 
 

@@ -162,7 +162,30 @@ def frozen_teacher(cfg: Config, acc, label_names: list):
         clip_samples=cfg.data.clip_samples, dtype=_DTYPES[cfg.teacher.dtype],
         memory_share=cfg.teacher.memory_share, world_size=acc.num_processes)
     acc.print(f"teacher placement: {decision.get('placement')} - {decision.get('reason', '')}")
+    if decision.get("placement") == "replicate":
+        speed_up_teacher(teacher, cfg, acc.device)
+    # recorded with the run (final.json "placement"): what the teacher really ran as
+    decision["fast_teacher"] = dict(getattr(teacher, "fast_teacher", {}))
     return teacher, fn, decision
+
+
+def speed_up_teacher(teacher, cfg: Config, device) -> None:
+    """The configured rewrites, in place on the placed teacher (the placement's callable calls
+    the same module). Only for a replicated teacher: ZeRO-3 has partitioned the weights, and
+    its parameter-fetch hooks must see the original modules."""
+    from wakeword_dist.models.fast_teacher import optimize_teacher
+
+    rewrites = set(cfg.teacher.fast_forward)
+    cuda_graphs = cfg.teacher.cuda_graphs and torch.device(device).type == "cuda"
+    compile_mode = None if cfg.teacher.compile in ("none", "default") else cfg.teacher.compile
+    if not (rewrites or cuda_graphs or cfg.teacher.compile != "none"):
+        return
+    optimize_teacher(teacher, fold_weight_norm=True,
+                     fuse_feature_norm="fuse_feature_norm" in rewrites,
+                     channels_last_encoder="channels_last_encoder" in rewrites,
+                     dense_pos_conv="dense_pos_conv" in rewrites,
+                     compile=cfg.teacher.compile != "none", compile_mode=compile_mode,
+                     cuda_graphs=cuda_graphs)
 
 
 def release_teacher(decision: dict) -> None:
