@@ -188,34 +188,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def end_process_group(code: int) -> None:
-    """Tear down the torch.distributed process group, after the other ranks finished (on success).
-
-    Why: a rank that returns early (rank 1 of `evaluate`, while rank 0 still writes the report)
-    and leaves its gloo process group alive for the interpreter teardown dies with
-    "terminate called without an active exception" (SIGABRT) in about 1 exit in 12 here, which
-    fails the whole `accelerate launch`. On failure there is no barrier: the other ranks may be
-    gone, and destroying a group is local.
-    """
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    if code == 0:
-        dist.barrier()
-    dist.destroy_process_group()
-
-
 def exit_with(code: int) -> None:
-    """Exit after ending the process group; a process that ran a ZeRO-3 teacher releases it first
-    and then skips the interpreter teardown (see placement.clean_exit)."""
+    """End the process: a ZeRO-3 teacher released, the process group torn down, and a rank (or a
+    process that ran DeepSpeed) leaves by ``os._exit`` without interpreter teardown (why:
+    wakeword_dist/process_exit.py)."""
+    from wakeword_dist.process_exit import end_process_group, hard_exit, was_launched_as_rank
+
     placement = sys.modules.get("wakeword_dist.distill.placement")
     zero3_used = placement is not None and placement.ZERO3_USED
     if zero3_used:
         placement.shutdown_teacher()  # its engine still needs the process group
-    end_process_group(code)
-    if zero3_used:
-        placement.clean_exit(code)
+    end_process_group(barrier=code == 0)
+    if zero3_used or was_launched_as_rank():
+        hard_exit(code)
     sys.exit(code)
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import sys
 from typing import Any, Callable
 
 import torch
@@ -337,28 +336,16 @@ def shutdown_teacher(teacher: Any = None) -> None:
 
 
 def clean_exit(code: int = 0, *, barrier: Callable[[], None] | None = None) -> None:
-    """End a process that ran DeepSpeed: flush, tear down the process group, ``os._exit(code)``.
+    """End a process that ran DeepSpeed: release the teacher, (``barrier``), tear down the process
+    group, ``os._exit(code)`` (why: wakeword_dist/process_exit.py). The very last statement of
+    ``main``: after W&B ``finish()``, after files are closed, after the final
+    ``accelerator.wait_for_everyone()`` (or pass it as ``barrier``)."""
+    from wakeword_dist.process_exit import end_process_group, hard_exit
 
-    Why: after DeepSpeed ran, the interpreter's own shutdown (module teardown in arbitrary order
-    while C++ process-group and extension objects are still alive) was reported to die with
-    SIGABRT in about 1 exit in 3 in an early recipe run, turning success into exit code 134.
-    ``os._exit`` skips that teardown. (Not reproduced by tests/distributed/two_rank_program.py:
-    0 aborts in 24 two-rank runs on CPU, with or without this routine, with or without
-    DeepSpeed's shm extension; it is kept as cheap insurance.) It also skips ``atexit`` handlers and unflushed buffers, so call this as the very
-    last statement of ``main``: after W&B ``finish()``, after files are closed, after the final
-    ``accelerator.wait_for_everyone()`` (or pass it as ``barrier``).
-    """
     try:
         shutdown_teacher()
         if barrier is not None:
             barrier()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        end_process_group(barrier=False)
     finally:
-        logging.shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(code)
+        hard_exit(code)
