@@ -29,6 +29,7 @@ def _rank_main(cfg_path: str, batch: int, iters: int, warmup: int, rounds: int, 
                recipe_collectives: bool = True) -> None:
     import torch
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     torch.set_num_threads(1)  # first thing in the forked rank, before any parallel region
 
@@ -36,6 +37,9 @@ def _rank_main(cfg_path: str, batch: int, iters: int, warmup: int, rounds: int, 
     from wakeword_dist.config import load_config
 
     cfg = load_config(cfg_path)
+    # A forked rank inherits the parent's Accelerate singletons: had the parent made an
+    # Accelerator before (a test session, a pipeline), this rank would reuse its world size of 1.
+    AcceleratorState._reset_state(reset_partial_state=True)
     acc = Accelerator(cpu=True)
     torch.set_num_threads(1)  # after Accelerator: with OMP_NUM_THREADS unset it sets its own count
     labels = label_names(cfg)
@@ -45,10 +49,10 @@ def _rank_main(cfg_path: str, batch: int, iters: int, warmup: int, rounds: int, 
 
     def one():
         losses = step.step(audio)
-        flag = torch.ones(1)
-        if acc.num_processes > 1 and recipe_collectives:  # the recipe's finite-flag sum and loss means
-            acc.reduce(flag, reduction="sum")
-            acc.reduce(torch.stack([losses["loss"], losses["ce"], losses["kd"]]).detach(), reduction="mean")
+        if acc.num_processes > 1 and recipe_collectives:  # the recipe's one: finite + stop flags, 3 losses
+            flags = torch.ones(2)
+            acc.reduce(torch.cat([flags, torch.stack([losses["loss"], losses["ce"], losses["kd"]]).detach()]),
+                       reduction="sum")
 
     for _ in range(warmup):
         one()
@@ -91,7 +95,7 @@ def measure_in_this_process(cfg_path: str, batch: int, iters: int, warmup: int, 
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        # 2_rank_ddp_only: without the recipe's two extra small all-reduces per step
+        # 2_rank_ddp_only: without the recipe's extra small all-reduce per step
         for name, world, collectives in (("1_rank", 1, True), ("2_rank", 2, True), ("2_rank_ddp_only", 2, False)):
             out = os.path.join(tmp, f"{name}.json")
             debug_launcher(_rank_main, args=(cfg_path, batch, iters, warmup, rounds, out, collectives),

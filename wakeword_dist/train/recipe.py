@@ -208,7 +208,7 @@ class Recipe:
                         self._validate_and_select()
                     if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
                         self._save()
-                    if stop.agreed(acc):
+                    if stop.stopping:  # settled in this step's all-reduce
                         self._save()
                         raise TrainingStopped(f"stop signal received; checkpoint at step {self.step} written")
                     if self.step >= self.total_steps:
@@ -275,12 +275,15 @@ class Recipe:
         else:
             losses = self.loss_fn(logits, teacher_logits, labels, hard_negative)
 
-        # Every rank must agree to skip a non-finite step, or DDP's all-reduce would hang. One
-        # all-reduce carries the finite flag and the three losses (a gloo call costs ~1 ms).
+        # Every rank must agree to skip a non-finite step, or DDP's all-reduce would hang, and to
+        # stop at this step's boundary (signals.py). One all-reduce carries both flags and the
+        # three losses: the step's only collective besides DDP's (a gloo call costs ~1 ms).
         finite = float(torch.isfinite(losses["loss"]).item())
-        sums = build.sum_over_ranks(acc, [finite, losses["loss"].item(), losses["ce"].item(), losses["kd"].item()])
+        sums = build.sum_over_ranks(acc, [finite, self.stop.vote(), losses["loss"].item(), losses["ce"].item(),
+                                          losses["kd"].item()])
         all_finite = sums[0] >= acc.num_processes - 0.5
-        reduced = [v / acc.num_processes for v in sums[1:]]
+        self.stop.settle(sums[1])
+        reduced = [v / acc.num_processes for v in sums[2:]]
         if all_finite:
             acc.backward(losses["loss"])
             # The norm is taken even without clipping (max_norm=inf only measures): a NaN/inf

@@ -1,8 +1,8 @@
 """Graceful stop: SIGTERM / SIGUSR1 on any rank stops all ranks at the same step.
 
-The handler only sets a flag. At each step boundary the ranks all-reduce the flag (max), so
-either all of them stop at that step or none does: no rank waits in a collective for a peer
-that already left. The recipe then writes one checkpoint and exits with EXIT_REQUEUE, which
+The handler only sets a flag. Every step the ranks sum their flags (inside the step's one
+small all-reduce, with the finite flag and the losses), so either all of them stop at that
+step's boundary or none does: no rank waits in a collective for a peer that already left. The recipe then writes one checkpoint and exits with EXIT_REQUEUE, which
 `slurm/train.sbatch` turns into `scontrol requeue`.
 
 Under `accelerate launch` / torchrun each rank also asks the kernel for a SIGTERM when its
@@ -71,10 +71,19 @@ class StopFlag:
     def _handle(self, signum, frame):  # noqa: ARG002 - signal API
         self.received = signum
 
-    def agreed(self, accelerator) -> bool:
-        """Collective: True on every rank when any rank received a stop signal."""
-        flag = torch.tensor([1.0 if self.received is not None else 0.0], device=accelerator.device)
-        if accelerator.num_processes > 1:
-            flag = accelerator.reduce(flag, reduction="sum")
-        self.stopping = bool(flag.item() > 0)
+    def vote(self) -> float:
+        """This rank's vote (1.0 = got a stop signal); sum it over ranks and pass it to ``settle``."""
+        return 1.0 if self.received is not None else 0.0
+
+    def settle(self, votes: float) -> bool:
+        """Record the sum of all ranks' votes (from one all-reduce, so every rank decides the
+        same): True when any rank received a stop signal."""
+        self.stopping = votes > 0
         return self.stopping
+
+    def agreed(self, accelerator) -> bool:
+        """Collective: vote and settle in an all-reduce of its own (outside the training step)."""
+        votes = torch.tensor([self.vote()], device=accelerator.device)
+        if accelerator.num_processes > 1:
+            votes = accelerator.reduce(votes, reduction="sum")
+        return self.settle(float(votes.item()))
