@@ -34,9 +34,10 @@ if ! compgen -G "$DEST/deepspeed-*.whl" >/dev/null; then
   DS_BUILD_OPS=0 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$DEST" "$DEEPSPEED"
 fi
 # one version of each package, or the install there stops
-dupes=$(ls "$DEST"/*.whl | xargs -n1 basename | cut -d- -f1 | tr 'A-Z-' 'a-z_' | sort | uniq -d)
+wheels=("$DEST"/*.whl)
+dupes=$(for w in "${wheels[@]}"; do basename "$w"; done | cut -d- -f1 | tr 'A-Z-' 'a-z_' | sort | uniq -d)
 if [ -n "$dupes" ]; then
   echo "[fetch_gpu_wheels] error: more than one wheel of: $dupes (remove the older from $DEST)" >&2
   exit 1
 fi
-echo "[fetch_gpu_wheels] $(ls "$DEST"/*.whl | wc -l) wheels, $(du -sh "$DEST" | cut -f1) (the device tool carries at most 64 MiB in all)"
+echo "[fetch_gpu_wheels] ${#wheels[@]} wheels, $(du -sh "$DEST" | cut -f1) (the device tool carries at most 64 MiB in all)"

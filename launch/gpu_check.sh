@@ -12,7 +12,7 @@
 #      GPU_CHECK_BUDGET_S (tests + benchmark seconds, default 450), GPU_CHECK_BATCH (default 256,1024).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+cd "$ROOT" || exit 2
 TARGET="${1:-${OUT:-$ROOT/bench_out/gpu_check}}"
 case "$TARGET" in *.json) OUT_DIR="$(dirname "$TARGET")" ;; *) OUT_DIR="$TARGET" ;; esac
 mkdir -p "$OUT_DIR"
