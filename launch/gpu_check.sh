@@ -26,7 +26,7 @@ command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,memory.tota
 
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 if compgen -G "$ROOT/.whl/*.whl" >/dev/null; then
-  echo "[gpu_check] installing carried wheels: $(cd "$ROOT/.whl" && ls *.whl | tr '\n' ' ')"
+  echo "[gpu_check] installing carried wheels: $(cd "$ROOT/.whl" && echo ./*.whl)"
   if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
        "$ROOT"/.whl/*.whl; then
     export PYTHONPATH="/tmp/site:$PYTHONPATH"
