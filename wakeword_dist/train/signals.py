@@ -2,7 +2,8 @@
 
 The handler only sets a flag. Every step the ranks sum their flags (inside the step's one
 small all-reduce, with the finite flag and the losses), so either all of them stop at that
-step's boundary or none does: no rank waits in a collective for a peer that already left. The recipe then writes one checkpoint and exits with EXIT_REQUEUE, which
+step's boundary or none does: no rank waits in a collective for a peer that already left.
+The recipe then writes one checkpoint and exits with EXIT_REQUEUE, which
 `slurm/train.sbatch` turns into `scontrol requeue`.
 
 Under `accelerate launch` / torchrun each rank also asks the kernel for a SIGTERM when its
