@@ -59,8 +59,11 @@ def test_two_rank_distill_run(tiny_shards, tiny_teacher_dir, tmp_path):
         proc = accelerate_launch(ev_args, num_processes=n)
         assert proc.returncode == 0, proc.stderr[-3000:]
         (run_dir / f"val_report_{n}.json").write_text((run_dir / "val_report.json").read_text())
-    two = json.loads((run_dir / "val_report_2.json").read_text())
-    one = json.loads((run_dir / "val_report_1.json").read_text())
+    def strict(c):
+        raise AssertionError(f"val_report.json is not strict JSON: {c}")
+
+    two = json.loads((run_dir / "val_report_2.json").read_text(), parse_constant=strict)
+    one = json.loads((run_dir / "val_report_1.json").read_text(), parse_constant=strict)
     index = json.loads((tiny_shards / "val" / "index.json").read_text())
     assert two["n_unique_keys"] == one["n_unique_keys"] == index["num_samples"]
     assert two["confusion_matrix"] == one["confusion_matrix"]
