@@ -22,9 +22,7 @@ from wakeword_dist.bench.plan import BenchPlan
 from wakeword_dist.config import Config
 from wakeword_dist.distill.loss import KDLoss
 from wakeword_dist.models.fast_teacher import optimize_teacher, truncated_copy
-from wakeword_dist.models.teacher import TeacherModel, build_teacher_from_scratch
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from wakeword_dist.models.teacher import DTYPES, TeacherModel, build_teacher_from_scratch
 
 
 def label_names(cfg: Config) -> list[str]:

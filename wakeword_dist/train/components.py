@@ -21,8 +21,8 @@ from wakeword_dist.augment import WaveAugment, load_rirs
 from wakeword_dist.config import Config
 from wakeword_dist.data import reader
 from wakeword_dist.models.registry import build_student
+from wakeword_dist.models.teacher import DTYPES
 
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 # ----------------------------------------------------------------------------- data
@@ -159,7 +159,7 @@ def frozen_teacher(cfg: Config, acc, label_names: list):
     optimize_teacher(teacher, fold_weight_norm=True)
     fn, decision = place_teacher(
         teacher, placement=cfg.teacher.placement, device=acc.device, batch_size=cfg.data.batch_size,
-        clip_samples=cfg.data.clip_samples, dtype=_DTYPES[cfg.teacher.dtype],
+        clip_samples=cfg.data.clip_samples, dtype=DTYPES[cfg.teacher.dtype],
         memory_share=cfg.teacher.memory_share, world_size=acc.num_processes)
     acc.print(f"teacher placement: {decision.get('placement')} - {decision.get('reason', '')}")
     if decision.get("placement") == "replicate":
