@@ -116,6 +116,9 @@ class DistillConfig:
     temperature: float = _help("Softmax temperature T > 0 for the KD term.", 2.0)
     mode: str = _help("online: teacher runs every step; cached: logits from the annotate stage.", "online")
     hard_negative_weight: float = _help("Loss weight of hard-negative clips (applies to CE and KD).", 2.0)
+    overlap_teacher: bool = _help(
+        "Online, replicated teacher: run it one batch ahead (a second CUDA stream on GPU) so the student "
+        "step overlaps it; same results, one more batch in memory (distill/ahead.py).", False)
 
 
 @dataclass

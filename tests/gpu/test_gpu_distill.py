@@ -27,7 +27,8 @@ def _shards(root: Path) -> str:
     return "toy-tones"
 
 
-def test_short_distill_run_on_cuda(tmp_path):
+@pytest.mark.parametrize("overlap", [False, True], ids=["serial", "teacher_ahead"])
+def test_short_distill_run_on_cuda(tmp_path, overlap):
     for module in ("soundfile", "torchaudio", "yaml"):
         pytest.importorskip(module)
     from wakeword_dist.config import load_config
@@ -47,7 +48,7 @@ def test_short_distill_run_on_cuda(tmp_path):
         f"data.root={shards}", f"run.runs_dir={tmp_path / 'runs'}", f"teacher.name_or_path={teacher_dir}",
         "train.job=distill", "teacher.dtype=bf16", "train.mixed_precision=bf16", "logging.wandb=disabled",
         "data.batch_size=64", "train.batches_per_epoch=8", "train.epochs=2", "train.eval_every=8",
-        "train.checkpoint_every=16"])
+        "train.checkpoint_every=16", f"distill.overlap_teacher={str(overlap).lower()}"])
     recipe = Recipe(cfg).setup()
     try:
         assert recipe.accelerator.device.type == "cuda"
@@ -62,4 +63,5 @@ def test_short_distill_run_on_cuda(tmp_path):
     assert len(kd) == 16 and all(math.isfinite(v) and v >= 0 for v in kd), kd
     final = json.loads((cfg.job_dir() / "final.json").read_text())
     assert final["completed"] and final["placement"]["placement"] == "replicate"
-    print(f"distill on {source} shards: kd loss {kd[0]:.4f} -> {kd[-1]:.4f}, val {final['final_val']}")
+    assert final["placement"]["overlap_teacher"] is overlap
+    print(f"distill (overlap_teacher={overlap}) on {source} shards: kd loss {kd[0]:.4f} -> {kd[-1]:.4f}, val {final['final_val']}")

@@ -39,14 +39,20 @@ class InputRecorder:
         self.inputs.append(args[0])
 
 
-def test_teacher_runs_every_step_on_the_student_input(tiny_shards, tiny_teacher_dir, tmp_path):
-    cfg = _cfg(tiny_shards, tmp_path, tiny_teacher_dir, **{"train.job": "distill"})
+@pytest.mark.parametrize("overlap", [False, True], ids=["serial", "teacher_ahead"])
+def test_teacher_runs_every_step_on_the_student_input(tiny_shards, tiny_teacher_dir, tmp_path, overlap):
+    cfg = _cfg(tiny_shards, tmp_path, tiny_teacher_dir, **{"train.job": "distill", "distill.overlap_teacher": overlap})
     recipe = Recipe(cfg).setup()
     try:
         student = recipe.accelerator.unwrap_model(recipe.model)
         teacher_params = {k: v.detach().clone() for k, v in recipe.teacher.named_parameters()}
         student_rec = InputRecorder(student, only_training=True)
         teacher_rec = InputRecorder(recipe.teacher, only_training=False)
+        assert (recipe.ahead is not None) is overlap
+        taken = []
+        if overlap:  # count the steps whose teacher ran during the step before
+            take = recipe.ahead.take
+            recipe.ahead.take = lambda step: taken.append(take(step)) or taken[-1]
         result = recipe.train()
     finally:
         recipe.cleanup()
@@ -55,6 +61,8 @@ def test_teacher_runs_every_step_on_the_student_input(tiny_shards, tiny_teacher_
     assert result["step"] == steps
     assert len(teacher_rec.inputs) == steps, "the teacher must run on every training step"
     assert len(student_rec.inputs) == steps
+    if overlap:  # all but the first step of each epoch
+        assert sum(t is not None for t in taken) == steps - cfg.train.epochs
     for s_in, t_in in zip(student_rec.inputs, teacher_rec.inputs):
         assert t_in is s_in or torch.equal(t_in, s_in), "teacher and student saw different audio"
         assert s_in.dim() == 2
@@ -76,6 +84,7 @@ def test_teacher_runs_every_step_on_the_student_input(tiny_shards, tiny_teacher_
     assert (run_dir / "config.yaml").is_file() and (run_dir / "best" / "model.safetensors").is_file()
     final = json.loads((run_dir / "final.json").read_text())
     assert final["completed"] and final["placement"]["placement"] == "replicate"
+    assert final["placement"]["overlap_teacher"] is overlap
 
     offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1, "a real wandb offline run directory must exist"
@@ -175,3 +184,25 @@ def test_resume_equals_uninterrupted(tiny_shards, tiny_teacher_dir, tmp_path):
     assert abs(_last_loss(straight.job_dir()) - _last_loss(resumed.job_dir())) <= 1e-6
     steps = [m["step"] for m in read_metrics(resumed.job_dir()) if "train/loss" in m]
     assert steps == list(range(1, 7)), "metrics.jsonl must hold each step once after a resume"
+
+
+def test_teacher_ahead_trains_the_same_student_straight_and_across_a_resume(tiny_shards, tiny_teacher_dir, tmp_path):
+    """distill.overlap_teacher only reorders work: the same weights as the serial step, across
+    an epoch boundary (nothing launched ahead into the next epoch) and a stop + resume."""
+    common = {"train.job": "distill", "train.epochs": 2, "train.batches_per_epoch": 3, "train.eval_every": 0,
+              "train.checkpoint_every": 0, "logging.wandb": "disabled"}
+    serial = _cfg(tiny_shards, tmp_path / "serial", tiny_teacher_dir, **common)
+    ahead = _cfg(tiny_shards, tmp_path / "ahead", tiny_teacher_dir, **common, **{"distill.overlap_teacher": True})
+    run(serial)
+    run(ahead)
+    ahead_first = {**common, "distill.overlap_teacher": True}
+    run(_cfg(tiny_shards, tmp_path / "resumed", tiny_teacher_dir, **ahead_first, **{"train.max_steps": 4}))
+    resumed = _cfg(tiny_shards, tmp_path / "resumed", tiny_teacher_dir, **ahead_first, **{"train.resume": "auto"})
+    assert run(resumed)["step"] == 6
+    reference = _params(serial.job_dir())
+    for cfg in (ahead, resumed):
+        params = _params(cfg.job_dir())
+        assert params.keys() == reference.keys()
+        for key in reference:
+            torch.testing.assert_close(params[key], reference[key], rtol=0, atol=1e-6, msg=key)
+        assert abs(_last_loss(cfg.job_dir()) - _last_loss(serial.job_dir())) <= 1e-6

@@ -20,6 +20,7 @@ import torch
 from wakeword_dist.augment import WaveAugment
 from wakeword_dist.bench.plan import BenchPlan
 from wakeword_dist.config import Config
+from wakeword_dist.distill.ahead import TeacherAhead
 from wakeword_dist.distill.loss import KDLoss
 from wakeword_dist.models.fast_teacher import optimize_teacher, truncated_copy
 from wakeword_dist.models.teacher import DTYPES, TeacherModel, build_teacher_from_scratch
@@ -218,35 +219,24 @@ class StudentStep:
 
 
 class OverlappedOnlineKD:
-    """Online KD with the teacher one batch ahead on a second CUDA stream (GPU only).
+    """Online KD with the teacher one batch ahead, as the recipe runs it with
+    ``distill.overlap_teacher`` (``distill/ahead.py``: a second CUDA stream on GPU).
 
-    Step n: augment batch n+1 and launch its teacher forward on the side stream, then run the
-    student update of batch n on the main stream with the logits computed during step n-1. The
-    student's small kernels fill the SMs the teacher's large ones leave idle. Same results as the
-    serial step (the teacher of batch n sees the same augmented audio), one batch of latency.
-    """
+    Step n launches the teacher forward of the next batch, then runs the student update of
+    batch n with the logits launched during step n-1. The same batch is fed every step here:
+    speed is what is measured."""
 
     def __init__(self, step: StudentStep):
         self.s = step
-        self.stream = torch.cuda.Stream(device=step.device)
-        self.pending = None  # (augmented audio, logits, event) of the next batch
-
-    def _launch(self, audio):
-        x = self.s.augmented(audio)
-        self.stream.wait_stream(torch.cuda.current_stream(self.s.device))
-        with torch.cuda.stream(self.stream), torch.no_grad():
-            z = self.s.teacher(x)
-            done = torch.cuda.Event()
-            done.record(self.stream)
-        x.record_stream(self.stream)
-        return x, z, done
+        self.ahead = TeacherAhead(step.teacher, step.device)
+        self.n = 0
 
     def step(self, audio: torch.Tensor) -> dict:
-        if self.pending is None:
-            self.pending = self._launch(audio)
-        x, z, done = self.pending
-        self.pending = self._launch(audio)  # next batch (same tensor here: speed is what is measured)
-        main = torch.cuda.current_stream(self.s.device)
-        main.wait_event(done)  # only this batch's teacher, not the one just launched
-        z.record_stream(main)
-        return self.s.student_update(x, z)
+        ready = self.ahead.take(self.n)
+        if ready is None:  # the first step: nothing was launched for it
+            x = self.s.augmented(audio)
+            with torch.no_grad():
+                ready = (x, self.s.teacher(x))
+        self.n += 1
+        self.ahead.launch(self.n, self.s.augmented(audio))
+        return self.s.student_update(*ready)

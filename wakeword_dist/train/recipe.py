@@ -27,6 +27,7 @@ from accelerate.utils import gather_object, set_seed
 
 from wakeword_dist.config import Config, save_config
 from wakeword_dist.data.sources import bad_fraction_lower_bound
+from wakeword_dist.distill.ahead import TeacherAhead
 from wakeword_dist.distill.loss import KDLoss
 from wakeword_dist.train import checkpoint as ckpt
 from wakeword_dist.train import components as build
@@ -48,6 +49,16 @@ def label_keep_mask(keys: list[str], fraction: float) -> torch.Tensor:
     return torch.tensor([(zlib.crc32(k.encode()) % 10_000) < fraction * 10_000 for k in keys])
 
 
+def with_next(items):
+    """``(item, next item or None)`` pairs: the step's batch and the one the teacher runs ahead on."""
+    iterator = iter(items)
+    current = next(iterator, None)
+    while current is not None:
+        following = next(iterator, None)
+        yield current, following
+        current = following
+
+
 def warmup_cosine(warmup: int, total: int):
     def factor(step: int) -> float:
         if step < warmup:
@@ -64,6 +75,7 @@ class Recipe:
         self.run_dir = cfg.job_dir()
         self.teacher = None          # frozen teacher module (online distill), for tests and hooks
         self.teacher_fn = None       # callable (B, S) -> (B, C) float32 logits
+        self.ahead: TeacherAhead | None = None  # distill.overlap_teacher: the teacher one batch ahead
         self.placement: dict = {}
         self.teacher_quality: dict | None = None  # the quality gate's figures (online distill)
         self.nonfinite_in_row = 0     # consecutive skipped steps; restored on resume
@@ -97,6 +109,9 @@ class Recipe:
                 if cfg.distill.mode == "online":
                     self.teacher, self.teacher_fn, self.placement = build.frozen_teacher(cfg, acc, self.label_names)
                     self.teacher_quality = build.teacher_quality_gate(cfg, acc, self.teacher_fn, self.data)
+                    if cfg.distill.overlap_teacher and self.placement.get("placement") == "replicate":
+                        self.ahead = TeacherAhead(self.teacher_fn, acc.device)
+                    self.placement["overlap_teacher"] = self.ahead is not None
                 else:
                     self.placement = {"placement": "cached", "reason": "distill.mode=cached"}
                     build.check_cached_logits(cfg, self.data)
@@ -180,8 +195,9 @@ class Recipe:
         window_t0, window_clips = time.perf_counter(), 0
         try:
             while self.step < self.total_steps:
-                for batch in self.train_loader_for_epoch(self.epoch, skip_batches=self.batch_in_epoch):
-                    metrics = self._train_step(batch)
+                batches = self.train_loader_for_epoch(self.epoch, skip_batches=self.batch_in_epoch)
+                for batch, next_batch in with_next(batches) if self.ahead else ((b, None) for b in batches):
+                    metrics = self._train_step(batch, next_batch)
                     self.step += 1
                     self.batch_in_epoch += 1
                     progress.update(1)
@@ -239,30 +255,42 @@ class Recipe:
                 return
             yield batch
 
-    def _train_step(self, batch: dict) -> dict:
+    def _augmented(self, batch: dict, step: int) -> torch.Tensor:
+        """The batch's audio on the device, augmented with the generator of training step `step`.
+
+        One generator per (seed, rank, step): augmentation is identical for baseline and distill,
+        exactly reproducible after a resume without saving generator state, and the same when a
+        batch is augmented a step early for the teacher running ahead."""
         cfg, acc = self.cfg, self.accelerator
         # (B, 1, S) is squeezed, anything else but (B, S) raises: never a silent teacher skip.
         audio = as_batch_audio(batch["audio"]).to(acc.device, non_blocking=True)
+        gen = torch.Generator(device=acc.device).manual_seed(
+            (cfg.train.seed * 1_000_003 + acc.process_index * 10_007 + step) % (2**63))
+        return self.augment(audio, gen)
+
+    def _train_step(self, batch: dict, next_batch: dict | None = None) -> dict:
+        cfg, acc = self.cfg, self.accelerator
         labels = batch["label"].to(acc.device)
         if self.job != "teacher":
             keep = label_keep_mask(batch["key"], cfg.data.label_fraction).to(acc.device)
             labels = torch.where(keep, labels, torch.full_like(labels, -1))
         hard_negative = batch["hard_negative"].to(acc.device)
-
-        # One generator per (seed, rank, step): augmentation is identical for baseline and
-        # distill, and exactly reproducible after a resume without saving generator state.
-        gen = torch.Generator(device=acc.device).manual_seed(
-            (cfg.train.seed * 1_000_003 + acc.process_index * 10_007 + self.step) % (2**63))
         self.model.train()
-        audio = self.augment(audio, gen)
 
         teacher_logits = None
+        ready = self.ahead.take(self.step) if self.ahead else None
+        if ready is not None:  # augmented and sent through the teacher during the previous step
+            audio, teacher_logits = ready
+        else:
+            audio = self._augmented(batch, self.step)
         if self.job == "distill":
-            if cfg.distill.mode == "online":
+            if cfg.distill.mode == "cached":
+                teacher_logits = batch["teacher_logits"].to(acc.device)
+            elif teacher_logits is None:
                 with torch.no_grad():
                     teacher_logits = self.teacher_fn(audio)
-            else:
-                teacher_logits = batch["teacher_logits"].to(acc.device)
+        if self.ahead and next_batch is not None:  # before the student: it overlaps on a GPU
+            self.ahead.launch(self.step + 1, self._augmented(next_batch, self.step + 1))
 
         with acc.autocast():
             logits = self.model(audio)
