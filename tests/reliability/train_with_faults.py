@@ -41,13 +41,13 @@ if "WWD_NAN_AT" in os.environ:
     NAN_RANK, NAN_STEP = (int(x) for x in os.environ["WWD_NAN_AT"].split(":"))
     _train_step = Recipe._train_step
 
-    def _train_step_with_nan(self, batch):
+    def _train_step_with_nan(self, batch, *rest):
         if self.accelerator.process_index != NAN_RANK or self.step != NAN_STEP:
-            return _train_step(self, batch)
+            return _train_step(self, batch, *rest)
         student = self.accelerator.unwrap_model(self.model)
         handle = student.register_forward_hook(lambda module, args, out: out * float("nan"))
         try:
-            return _train_step(self, batch)
+            return _train_step(self, batch, *rest)
         finally:
             handle.remove()
 
