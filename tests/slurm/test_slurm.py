@@ -120,8 +120,12 @@ class Slurm:
             assert time.monotonic() < deadline, f"job was not requeued in {timeout} s\n{self.log_text()}"
             time.sleep(0.5)
 
-    def log_text(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(self.logs.glob("*.out")))
+    def log_text(self, tail: int | None = 4000) -> str:
+        """The jobs' logs, each cut to its last `tail` characters (for failure messages); tail=None
+        for the whole text (what assertions search: a requeued job appends both starts to one file,
+        and the second start's shutdown warnings can push the first one out of any tail)."""
+        texts = [(p.name, p.read_text()) for p in sorted(self.logs.glob("*.out"))]
+        return "\n".join(f"--- {name}\n{text[-tail:] if tail else text}" for name, text in texts)
 
     def cancel_all(self) -> None:
         for job_id in self.jobs:
@@ -230,7 +234,7 @@ def test_train_sbatch_preempt_requeue_resume(slurm, preemptible_run):
     assert final["completed"] is True and final["step"] == steps
     assert final.get("world_size", 2) == 2
     assert steps_so_far(run_dir) == list(range(1, steps + 1)), "steps lost or repeated across the requeue"
-    log = slurm.log_text()
+    log = slurm.log_text(tail=None)
     assert "requeueing job" in log and "restart 1" in log
     assert log.count("world_size=2" if HAVE_RECIPE else "toy_ddp: world size 2") >= 2, "both starts: 2 ranks"
 
@@ -259,8 +263,8 @@ def test_compare_with_the_slurm_launcher_runs_the_real_recipe_as_one_array(slurm
     proc = subprocess.run(cmd, env=slurm.env, cwd=REPO, capture_output=True, text=True, timeout=380)
     experiment = runs / "ci_tiny"
     logs = sorted(experiment.glob("slurm-ww-compare-*.out"))
-    log_text = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs)
-    assert proc.returncode == 0, proc.stderr[-3000:] + log_text
+    log_text = "\n".join(f"--- {p.name}\n{p.read_text()}" for p in logs)
+    assert proc.returncode == 0, proc.stderr[-3000:] + log_text[-6000:]
     assert "--array=0,1" in proc.stdout, "both runs in ONE array"
     assert len(logs) == 2, "one log per array element, beside the comparison"
     for job in ("baseline", "distill"):
