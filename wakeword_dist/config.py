@@ -171,7 +171,7 @@ class CompareConfig:
     seeds: list = _help("Seeds run for each of baseline and distill.", [0, 1, 2])
     launcher: str = _help(
         "sequential (in-process) | accelerate (one `accelerate launch` per run) | slurm (all runs as one "
-        "job array of slurm/compare.sbatch, submitted with sbatch --wait).", "sequential")
+        "job array of slurm/compare.sbatch, waited for with progress).", "sequential")
     num_processes: int = _help("Processes per run when launcher=accelerate.", 2)
 
 

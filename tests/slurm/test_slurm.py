@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -266,6 +267,9 @@ def test_compare_with_the_slurm_launcher_runs_the_real_recipe_as_one_array(slurm
     log_text = "\n".join(f"--- {p.name}\n{p.read_text()}" for p in logs)
     assert proc.returncode == 0, proc.stderr[-3000:] + log_text[-6000:]
     assert "--array=0,1" in proc.stdout, "both runs in ONE array"
+    # progress while it waits: element states as they change, then the end
+    assert re.search(r"job array \d+: .*\b(pending|running)\b.*; [01] of 2 ended", proc.stdout), proc.stdout
+    assert "all 2 runs ended" in proc.stdout
     assert len(logs) == 2, "one log per array element, beside the comparison"
     for job in ("baseline", "distill"):
         run_dir = experiment / job / "seed3"

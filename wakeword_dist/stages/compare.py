@@ -1,7 +1,7 @@
 """`wakeword-dist compare`: N seeds x {baseline, distill}, evaluated, aggregated, plotted.
 
 Runs each (job, seed) itself -- in this process one after another, as `accelerate launch`
-subprocesses, or all at once as one SLURM job array (slurm/compare.sbatch, `sbatch --wait`) --
+subprocesses, or all at once as one SLURM job array (slurm/compare.sbatch, polled) --
 skipping runs that already finished, then evaluates them here and reads
 every `report.json` and writes `comparison.json` / `comparison.png` in runs/<experiment>/.
 """
@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from wakeword_dist.config import Config, save_config
@@ -51,24 +52,58 @@ def _run_one(cfg: Config, launcher: str, cfg_file: Path) -> None:
 
 def _run_slurm_array(cfg: Config, pending: list[tuple[int, str]], cfg_file: Path, root: Path) -> None:
     """All pending runs as ONE job array of slurm/compare.sbatch, so the cluster runs them side
-    by side; `sbatch --wait` returns when every element has ended (requeues included).
+    by side; returns when no element is queued or running any more (requeues included).
 
     Element i trains seed ``WW_SEEDS[i // 2]`` and job ``JOBS[i % 2]``; only unfinished runs are
     submitted. The elements' logs go beside the comparison: ``<experiment>/slurm-*.out``.
     """
     seeds = list(cfg.compare.seeds)
-    indices = [2 * seeds.index(seed) + JOBS.index(job) for seed, job in pending]
+    element = {(seed, job): 2 * seeds.index(seed) + JOBS.index(job) for seed, job in pending}
     env = dict(os.environ, WW_SEEDS=" ".join(str(s) for s in seeds))
-    cmd = ["sbatch", "--wait", f"--array={','.join(map(str, indices))}",
+    cmd = ["sbatch", "--parsable", f"--array={','.join(str(i) for i in element.values())}",
            f"--output={root}/slurm-%x-%A_%a.out", str(REPO / "slurm" / "compare.sbatch"),
            "--config", str(cfg_file)]
     print(f"[compare] WW_SEEDS='{env['WW_SEEDS']}' {' '.join(cmd)}", flush=True)
-    rc = subprocess.run(cmd, env=env, cwd=REPO).returncode
-    for seed, job in pending:
-        run_dir = with_job(cfg, job, seed).job_dir()
-        if not (run_dir / "final.json").exists():
-            raise RuntimeError(f"{job} seed {seed} did not finish under SLURM (sbatch exit {rc}); "
-                               f"its log is {root}/slurm-ww-compare-*_{2 * seeds.index(seed) + JOBS.index(job)}.out")
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"sbatch refused the compare array: {proc.stderr.strip() or proc.stdout.strip()}")
+    job_id = proc.stdout.strip().split(";")[0]
+    print(f"[compare] job array {job_id}: {len(pending)} runs; logs {root}/slurm-ww-compare-{job_id}_*.out",
+          flush=True)
+    wait_for_slurm_job(job_id, len(pending))
+    for (seed, job), index in element.items():
+        if not (with_job(cfg, job, seed).job_dir() / "final.json").exists():
+            raise RuntimeError(f"{job} seed {seed} did not finish under SLURM; "
+                               f"its log is {root}/slurm-ww-compare-{job_id}_{index}.out")
+
+
+def wait_for_slurm_job(job_id: str, elements: int, poll_s: float = 5.0, max_query_failures: int = 12) -> None:
+    """Poll ``squeue`` until nothing of the job is left, printing the element states whenever
+    they change (long work shows progress: a comparison on a cluster can take hours)."""
+    last, failures = None, 0
+    while True:
+        # -r: one line per array element (else all pending elements share one line)
+        proc = subprocess.run(["squeue", "-h", "-r", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
+        if proc.returncode != 0 and "invalid job id" in proc.stderr.lower():
+            proc.stdout = ""  # ended long enough ago for the controller to forget it
+        elif proc.returncode != 0:  # a busy controller: ask again, but not forever
+            failures += 1
+            if failures >= max_query_failures:
+                raise RuntimeError(f"squeue failed {failures} times for job {job_id}: {proc.stderr.strip()}")
+            time.sleep(poll_s)
+            continue
+        failures = 0
+        states = [line.strip().lower() for line in proc.stdout.splitlines() if line.strip()]
+        if not states:
+            print(f"[compare] job array {job_id}: all {elements} runs ended", flush=True)
+            return
+        counts = {state: states.count(state) for state in sorted(set(states))}
+        if counts != last:
+            summary = ", ".join(f"{n} {state}" for state, n in counts.items())
+            print(f"[compare] job array {job_id}: {summary}; {elements - len(states)} of {elements} ended",
+                  flush=True)
+            last = counts
+        time.sleep(poll_s)
 
 
 def run_jobs(cfg: Config) -> dict:
