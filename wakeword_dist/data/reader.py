@@ -167,7 +167,7 @@ class TrainBatches(IterableDataset):
         pass_sizes: list[int] = []
         samples = self._shuffled(rng, split_units(self.units, logical, n), pass_sizes)
         B, S = self.batch_size, self.decoder.clip_samples
-        reported = reported_read = bad_run = 0
+        bad_run = 0
         for b in range(logical, self.bpe, n):
             keep = b >= self.skip
             audio, handoff = _audio_buffer(B, S) if keep else (None, None)
@@ -189,10 +189,9 @@ class TrainBatches(IterableDataset):
                 if logits is not None:
                     logits.append(got[2])
                 keys.append(key)
+            skipped, read = skips.since_last()  # a dropped (resumed-over) batch's count goes with it
             if keep:
-                yield _to_batch(handoff, labels, hard, keys, skips.count - reported,
-                                skips.read - reported_read, logits)
-            reported, reported_read = skips.count, skips.read
+                yield _to_batch(handoff, labels, hard, keys, skipped, read, logits)
 
     def _shuffled(self, rng: np.random.Generator, units: list[Unit], pass_sizes: list[int]):
         """Endless raw samples: units in a fresh random order each pass, through a buffer.
@@ -262,7 +261,7 @@ class EvalBatches(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         worker, n = _worker()
-        skips, reported, reported_read = SkipCounter(), 0, 0
+        skips = SkipCounter()
         B, S = self.batch_size, self.decoder.clip_samples
         audio, handoff = _audio_buffer(B, S)
         labels, hard = np.empty(B, np.int64), np.empty(B, bool)
@@ -270,8 +269,8 @@ class EvalBatches(IterableDataset):
 
         def flush():
             k = len(keys)  # the buffer is handed over (a view for the short last batch)
-            return _to_batch(handoff[:k], labels[:k].copy(), hard[:k].copy(), list(keys),
-                             skips.count - reported, skips.read - reported_read, logits)
+            return _to_batch(handoff[:k], labels[:k].copy(), hard[:k].copy(), list(keys), *skips.since_last(),
+                             logits)
 
         for unit in split_units(self.units, worker, n):
             for shard, key, parts in iter_unit(unit):
@@ -285,7 +284,7 @@ class EvalBatches(IterableDataset):
                 if len(keys) == B:
                     yield flush()
                     audio, handoff = _audio_buffer(B, S)  # the yielded batch keeps the old one
-                    reported, reported_read, keys = skips.count, skips.read, []
+                    keys = []
                     logits = [] if logits is not None else None
         if keys:
             yield flush()

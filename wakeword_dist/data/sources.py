@@ -56,8 +56,15 @@ class SkipCounter:
     def __init__(self) -> None:
         self.count = 0
         self.read = 0
+        self._reported = (0, 0)  # (count, read) at the previous since_last()
         self.last_reason = ""
         self._logged: set[tuple[str, str]] = set()
+
+    def since_last(self) -> tuple[int, int]:
+        """``(skipped, read)`` since the previous call: what one batch reports."""
+        skipped, read = self.count - self._reported[0], self.read - self._reported[1]
+        self._reported = (self.count, self.read)
+        return skipped, read
 
     def skip(self, shard: str, key: str | None, reason: str) -> None:
         self.count += 1

@@ -50,7 +50,7 @@ def _run_one(cfg: Config, launcher: str, cfg_file: Path) -> None:
     subprocess.run(cmd, check=True, env=env)
 
 
-def _run_slurm_array(cfg: Config, pending: list[tuple[int, str]], cfg_file: Path, root: Path) -> None:
+def _run_slurm_array(cfg: Config, pending: dict[tuple[int, str], Config], cfg_file: Path, root: Path) -> None:
     """All pending runs as ONE job array of slurm/compare.sbatch, so the cluster runs them side
     by side; returns when no element is queued or running any more (requeues included).
 
@@ -72,7 +72,7 @@ def _run_slurm_array(cfg: Config, pending: list[tuple[int, str]], cfg_file: Path
           flush=True)
     wait_for_slurm_job(job_id, len(pending))
     for (seed, job), index in element.items():
-        if not (with_job(cfg, job, seed).job_dir() / "final.json").exists():
+        if not (pending[seed, job].job_dir() / "final.json").exists():
             raise RuntimeError(f"{job} seed {seed} did not finish under SLURM; "
                                f"its log is {root}/slurm-ww-compare-{job_id}_{index}.out")
 
@@ -113,18 +113,17 @@ def run_jobs(cfg: Config) -> dict:
     root = Path(cfg.run.runs_dir) / cfg.run.experiment
     cfg_file = root / "compare_config.yaml"
     save_config(cfg, cfg_file)
-    runs = [(seed, job) for seed in cfg.compare.seeds for job in JOBS]
-    pending = [(seed, job) for seed, job in runs if not (with_job(cfg, job, seed).job_dir() / "final.json").exists()]
-    for seed, job in pending:
-        print(f"[compare] training {job} seed {seed} -> {with_job(cfg, job, seed).job_dir()}", flush=True)
+    runs = {(seed, job): with_job(cfg, job, seed) for seed in cfg.compare.seeds for job in JOBS}
+    pending = {run: run_cfg for run, run_cfg in runs.items() if not (run_cfg.job_dir() / "final.json").exists()}
+    for (seed, job), run_cfg in pending.items():
+        print(f"[compare] training {job} seed {seed} -> {run_cfg.job_dir()}", flush=True)
     if pending and cfg.compare.launcher == "slurm":
         _run_slurm_array(cfg, pending, cfg_file, root)
     else:
-        for seed, job in pending:
-            _run_one(with_job(cfg, job, seed), cfg.compare.launcher, cfg_file)
+        for run_cfg in pending.values():
+            _run_one(run_cfg, cfg.compare.launcher, cfg_file)
     reports: dict = {job: {} for job in JOBS}
-    for seed, job in runs:
-        run_cfg = with_job(cfg, job, seed)
+    for (seed, job), run_cfg in runs.items():
         run_dir = run_cfg.job_dir()
         if not (run_dir / "report.json").exists():
             evaluate_run(run_cfg, run_dir)

@@ -180,7 +180,7 @@ def speed_up_teacher(teacher, cfg: Config, device) -> None:
     compile_mode = None if cfg.teacher.compile in ("none", "default") else cfg.teacher.compile
     if not (rewrites or cuda_graphs or cfg.teacher.compile != "none"):
         return
-    optimize_teacher(teacher, fold_weight_norm=True,
+    optimize_teacher(teacher, fold_weight_norm=False,  # folded before placement (frozen_teacher)
                      fuse_feature_norm="fuse_feature_norm" in rewrites,
                      channels_last_encoder="channels_last_encoder" in rewrites,
                      dense_pos_conv="dense_pos_conv" in rewrites,
