@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from wakeword_dist.config import ConfigError, load_config
 from wakeword_dist.errors import TrainingFailed, TrainingStopped
@@ -111,8 +112,17 @@ def _compare(args):
     compare(_cfg(args))
 
 
+@stage("report", "One self-contained runs/<experiment>/report.html: comparison with CI, DET and bar plots, "
+                 "per-seed rows, teacher quality, config differences, export figures.")
+def _report(args):
+    from wakeword_dist.stages.html_report import write_html_report
+
+    cfg = _cfg(args)
+    print(f"[report] {write_html_report(Path(cfg.run.runs_dir) / cfg.run.experiment)}")
+
+
 @stage("pipeline", "The main job: synth -> teacher -> (annotate) -> students x seeds -> evaluate -> compare -> "
-                   "export; finished stages are skipped.")
+                   "export -> report.html; finished stages are skipped.")
 def _pipeline(args):
     from wakeword_dist.stages.pipeline import pipeline
 

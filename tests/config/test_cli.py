@@ -9,7 +9,7 @@ from tests.conftest import REPO
 from wakeword_dist.cli import STAGES, main
 
 EXPECTED = {"synth", "build-shards", "inspect-shards", "train-teacher", "train", "evaluate", "export", "compare",
-            "pipeline", "bench", "models"}
+            "pipeline", "report", "bench", "models"}
 
 
 def test_all_stages_exist():

@@ -1,5 +1,5 @@
 """The README's main job end to end on the tiny config: synth -> teacher -> students x seeds ->
-evaluate -> compare -> export, then a rerun that skips every finished stage."""
+evaluate -> compare -> export -> report.html, then a rerun that skips every finished stage."""
 
 from __future__ import annotations
 
@@ -8,17 +8,13 @@ import json
 import onnxruntime as ort
 import pytest
 
-from tests.conftest import REPO
 from wakeword_dist.cli import main
 
 pytestmark = pytest.mark.slow
 
 
-def test_pipeline_end_to_end_then_resumes(tmp_path, capsys):
-    args = ["pipeline", "--config", str(REPO / "configs" / "ci_tiny.yaml"), f"data.root={tmp_path / 'shards'}",
-            f"run.runs_dir={tmp_path / 'runs'}", "logging.wandb=disabled", "train.max_steps=4"]
-    assert main(args) == 0
-    root = tmp_path / "runs" / "ci_tiny"
+def test_pipeline_end_to_end_then_resumes(pipeline_run, capsys):
+    root = pipeline_run["root"]
     comparison = json.loads((root / "comparison.json").read_text())
     assert set(comparison["jobs"]) == {"baseline", "distill"}
     assert comparison["paired"]["distill"]["f1_macro"]["n"] == 2
@@ -35,12 +31,12 @@ def test_pipeline_end_to_end_then_resumes(tmp_path, capsys):
         assert session.get_inputs()[0].name == "audio"
         export = json.loads((root / job / "seed0" / "export.json").read_text())
         assert max(export["max_abs_diff"].values()) <= 1e-4 and export["int8_path"]
-    out = capsys.readouterr().out
-    assert "comparison.png" in out
+    assert "comparison.png" in pipeline_run["out"] and f"report: {root / 'report.html'}" in pipeline_run["out"]
+    assert (root / "report.html").stat().st_size > 10_000
 
     # rerun: everything is found and skipped; nothing is retrained
     mtimes = {p: p.stat().st_mtime for p in root.rglob("final.json")}
-    assert main(args) == 0
+    assert main(pipeline_run["args"]) == 0
     assert {p: p.stat().st_mtime for p in root.rglob("final.json")} == mtimes
     out = capsys.readouterr().out
     assert "shards exist" in out and "teacher exists" in out and "exists; skipped" in out

@@ -1,5 +1,5 @@
 """`wakeword-dist pipeline`: synth -> teacher -> (annotate) -> students x seeds -> evaluate ->
-compare -> export, from one config. Finished stages are skipped, so a rerun resumes."""
+compare -> export -> report.html, from one config. Finished stages are skipped, so a rerun resumes."""
 
 from __future__ import annotations
 
@@ -70,7 +70,12 @@ def pipeline(cfg: Config) -> dict:
             else:
                 export_run(cfg, run_dir)
             exported[job] = str(run_dir / "model.onnx")
+    with _timed("report", timings):
+        from wakeword_dist.stages.html_report import write_html_report
+
+        report_html = write_html_report(root)  # always rewritten: it reads every stage's output
     outputs = {
+        "report": str(report_html),
         "comparison": str(root / "comparison.json"),
         "comparison_plot": str(root / "comparison.png"),
         "teacher": cfg.teacher_path(),
