@@ -1,7 +1,13 @@
-"""Batched waveform augmentation on the device: reverb (RIR), noise at an SNR, gain, time shift.
+"""Batched waveform augmentation on the device: reverb (RIR), noise at an SNR, a telephone-like
+channel (band-pass + 8-bit mu-law), gain, time shift.
 
 All random draws come from an explicit ``torch.Generator`` in a fixed order (same count whatever
-the probabilities hit), so a given generator state always gives the same output.
+the probabilities hit), so a given generator state always gives the same output. Draws added
+later go at the end of that order, so an older configuration still gets the same audio.
+
+Where the RIRs come from (``wakeword_dist.train.components.augmenter``): a folder of real RIRs
+(``load_rirs``) when given, else the dataset's simulated ``rir`` split
+(``wakeword_dist.data.rooms``), else ``generate_rirs``' decaying noise.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from torch import Tensor, nn
 
 _EPS = 1e-10  # power floor (≈ −100 dB re full scale) guarding divisions on silent clips
 _LN_1000 = math.log(1000.0)  # RT60: amplitude falls by 60 dB = factor 1000
+_CHANNEL_TAPS = 255  # band-pass FIR length, samples: ~200 Hz transition, ~44 dB stop band (Hann) at 16 kHz
+_MU = 255.0  # G.711 mu-law constant, 8-bit codes
 
 
 def generate_rirs(
@@ -76,8 +84,9 @@ def _rms_power(x: Tensor) -> Tensor:
 class WaveAugment(nn.Module):
     """Raw audio (B, S) → augmented (B, S), on the input's device; call as ``aug(audio, generator)``.
 
-    Order: reverb → additive noise → gain → time shift. Each step applies to a clip with its own
-    probability; the parameters are drawn per clip.
+    Order: reverb → additive noise → channel → gain → time shift (room, then what the mic picks
+    up, then the line it is sent over). Each step applies to a clip with its own probability; the
+    parameters are drawn per clip.
 
     Args:
         noise_bank: (K, N) noise clips, or None (no additive noise). Clips shorter than S are
@@ -92,6 +101,13 @@ class WaveAugment(nn.Module):
         shift_prob: probability a clip is shifted.
         shift_mode: "circular" (roll) or "zero" (shift in silence).
         sample_rate: Hz.
+        num_rirs, rt60_s, rir_seed: the decaying-noise RIRs made when ``rirs`` is None.
+        channel_prob: probability a clip goes through the telephone-like channel: a linear-phase
+            band-pass FIR (``_CHANNEL_TAPS`` taps) from ``channel_band_hz`` (each edge jittered
+            by ×U(1 − channel_jitter, 1 + channel_jitter) per clip), re-scaled to the input RMS.
+        channel_band_hz: (low, high) pass band, Hz (300-3400 = the telephone band).
+        channel_mulaw_prob: probability a channelled clip is also 8-bit mu-law coded (G.711
+            quantisation; samples saturate at ±1).
     """
 
     def __init__(
@@ -110,16 +126,28 @@ class WaveAugment(nn.Module):
         num_rirs: int = 32,
         rt60_s: tuple[float, float] = (0.2, 0.8),
         rir_seed: int = 0,
+        channel_prob: float = 0.0,
+        channel_band_hz: tuple[float, float] = (300.0, 3400.0),
+        channel_mulaw_prob: float = 0.5,
+        channel_jitter: float = 0.2,
     ) -> None:
         super().__init__()
         for name, p in (("noise_prob", noise_prob), ("rir_prob", rir_prob),
-                        ("gain_prob", gain_prob), ("shift_prob", shift_prob)):
+                        ("gain_prob", gain_prob), ("shift_prob", shift_prob),
+                        ("channel_prob", channel_prob), ("channel_mulaw_prob", channel_mulaw_prob)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {p}")
         if shift_mode not in ("circular", "zero"):
             raise ValueError(f"shift_mode must be 'circular' or 'zero', got {shift_mode!r}")
         if snr_db[0] > snr_db[1] or gain_db[0] > gain_db[1]:
             raise ValueError("snr_db and gain_db must be (low, high) ranges")
+        low_hz, high_hz = channel_band_hz
+        if not 0 <= channel_jitter < 1:
+            raise ValueError(f"channel_jitter must be in [0, 1), got {channel_jitter}")
+        j = channel_jitter
+        if not (0 < low_hz * (1 + j) < high_hz * (1 - j) and high_hz * (1 + j) < sample_rate / 2):
+            raise ValueError(f"channel_band_hz must keep 0 < low < high < Nyquist ({sample_rate / 2:g} Hz) "
+                             f"after ×(1 ± channel_jitter={j}) per edge, got {tuple(channel_band_hz)}")
         if noise_prob > 0 and noise_bank is None:
             raise ValueError("noise_prob > 0 needs a noise_bank (K, N)")
         if noise_bank is not None and (noise_bank.dim() != 2 or noise_bank.shape[0] == 0):
@@ -139,6 +167,11 @@ class WaveAugment(nn.Module):
         self.shift = int(round(shift_ms * sample_rate / 1000.0))  # samples
         self.shift_prob = shift_prob
         self.shift_mode = shift_mode
+        self.sample_rate = sample_rate
+        self.channel_prob = channel_prob
+        self.channel_band_hz = (float(low_hz), float(high_hz))
+        self.channel_mulaw_prob = channel_mulaw_prob
+        self.channel_jitter = channel_jitter
 
     @staticmethod
     def _uniform(gen: torch.Generator, b: int, low: float, high: float) -> Tensor:
@@ -162,6 +195,26 @@ class WaveAugment(nn.Module):
         n = self.noise_bank.shape[1]
         pos = (offset + torch.arange(s, device=idx.device)[None, :]) % n  # (B, S)
         return self.noise_bank.to(idx.device)[idx[:, None], pos]
+
+    def _channel(self, x: Tensor, low_hz: Tensor, high_hz: Tensor, mulaw: Tensor) -> Tensor:
+        """Band-pass each clip of x (B, S) between low_hz and high_hz (B, 1) Hz with a Hann-windowed
+        sinc FIR (zero phase: the filter's delay is cut), back to the input RMS, then 8-bit mu-law
+        where ``mulaw`` (B, 1) is true."""
+        s, taps = x.shape[1], _CHANNEL_TAPS
+        n = torch.arange(taps, device=x.device, dtype=x.dtype) - (taps - 1) / 2  # samples from centre
+        fl, fh = low_hz / self.sample_rate, high_hz / self.sample_rate  # cycles / sample, (B, 1)
+        h = 2 * fh * torch.sinc(2 * fh * n) - 2 * fl * torch.sinc(2 * fl * n)  # ideal band-pass
+        h = h * torch.hann_window(taps + 2, periodic=False, device=x.device, dtype=x.dtype)[1:-1]
+        n_fft = 1 << (s + taps - 2).bit_length()
+        y = torch.fft.irfft(torch.fft.rfft(x, n_fft) * torch.fft.rfft(h, n_fft), n_fft)
+        y = y[:, (taps - 1) // 2:(taps - 1) // 2 + s]
+        y = y * torch.sqrt((_rms_power(x) + _EPS) / (_rms_power(y) + _EPS))
+        # mu-law: compress, quantise to 256 codes, expand (what a G.711 line does to the samples).
+        c = y.clamp(-1.0, 1.0)
+        code = torch.round((torch.sign(c) * torch.log1p(_MU * c.abs()) / math.log1p(_MU) + 1) / 2 * _MU)
+        e = code / _MU * 2 - 1
+        coded = torch.sign(e) * torch.expm1(e.abs() * math.log1p(_MU)) / _MU
+        return torch.where(mulaw, coded, y)
 
     def _shift(self, x: Tensor, k: Tensor) -> Tensor:
         """Shift each clip right by k samples (negative = left): (B, S), k (B, 1)."""
@@ -192,6 +245,11 @@ class WaveAugment(nn.Module):
         gain = self._uniform(g, b, *self.gain_db).to(dev)
         do_shift = self._coin(g, b, self.shift_prob).to(dev)
         shift = torch.randint(-self.shift, self.shift + 1, (b, 1), generator=g, device=g.device).to(dev)
+        do_channel = self._coin(g, b, self.channel_prob).to(dev)
+        j = self.channel_jitter
+        low_hz = self.channel_band_hz[0] * self._uniform(g, b, 1 - j, 1 + j).to(dev)
+        high_hz = self.channel_band_hz[1] * self._uniform(g, b, 1 - j, 1 + j).to(dev)
+        do_mulaw = self._coin(g, b, self.channel_mulaw_prob).to(dev)
 
         if self.rirs is not None and self.rir_prob > 0:
             x = torch.where(do_rir, self._reverb(x, rir_idx), x)
@@ -200,6 +258,8 @@ class WaveAugment(nn.Module):
             # Scale noise so 10·log10(P_signal / P_noise) = snr (powers as mean squares).
             scale = torch.sqrt(_rms_power(x) / ((_rms_power(noise) + _EPS) * 10.0 ** (snr / 10.0)))
             x = torch.where(do_noise, x + scale * noise, x)
+        if self.channel_prob > 0:
+            x = torch.where(do_channel, self._channel(x, low_hz, high_hz, do_mulaw), x)
         if self.gain_prob > 0:
             x = torch.where(do_gain, x * 10.0 ** (gain / 20.0), x)
         if self.shift > 0 and self.shift_prob > 0:

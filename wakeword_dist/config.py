@@ -69,7 +69,17 @@ class AugmentConfig:
     snr_db_min: float = _help("Lowest noise SNR in dB.", 0.0)
     snr_db_max: float = _help("Highest noise SNR in dB.", 20.0)
     rir_prob: float = _help("Probability of convolving with a room impulse response.", 0.3)
-    rir_dir: str = _help("Folder of RIR audio files; empty = generated decaying-noise RIRs.", "")
+    rir_dir: str = _help("Folder of real RIR audio files (.wav/.flac, any rate); wins over the dataset's "
+                         "simulated `rir` split. Empty = that split (<data.root>/rir/), else generated "
+                         "decaying-noise RIRs.", "")
+    rir_max: int = _help("Most RIRs taken from the `rir` split (each ~0.8 s = 12,800 floats on the device).", 512)
+    channel_prob: float = _help("Probability of a telephone-like channel: band-pass (channel_low_hz - "
+                                "channel_high_hz, edges jittered +-20 %) then maybe 8-bit mu-law.", 0.0)
+    channel_low_hz: float = _help("Channel pass band low edge, Hz (300 = telephone).", 300.0)
+    channel_high_hz: float = _help("Channel pass band high edge, Hz (3400 = telephone; x1.2 must stay below "
+                                   "Nyquist).", 3400.0)
+    channel_mulaw_prob: float = _help("Probability a channelled clip is also 8-bit mu-law coded (G.711, "
+                                      "~38 dB SNR).", 0.5)
     gain_db: float = _help("Random gain drawn from +-gain_db dB.", 6.0)
     shift_ms: float = _help("Random time shift up to +-shift_ms ms.", 100.0)
     specaugment: bool = _help("SpecAugment on the student's log-mel (training only).", True)
@@ -235,6 +245,11 @@ _RANGES = {
     "frontend.hop_ms": (0, None, False, True),
     "augment.noise_prob": (0, 1, True, True),
     "augment.rir_prob": (0, 1, True, True),
+    "augment.rir_max": (1, None, True, True),
+    "augment.channel_prob": (0, 1, True, True),
+    "augment.channel_low_hz": (0, None, False, True),
+    "augment.channel_high_hz": (0, None, False, True),
+    "augment.channel_mulaw_prob": (0, 1, True, True),
     "student.width": (0, None, False, True),
     "teacher.memory_share": (0, 1, False, True),
     "teacher.min_val_accuracy": (0, 1, True, True),
@@ -365,6 +380,13 @@ def validate(cfg: Config) -> None:
     """Cross-field checks that one key alone cannot express."""
     if cfg.augment.snr_db_min > cfg.augment.snr_db_max:
         raise ConfigError("config key 'augment.snr_db_min' is larger than 'augment.snr_db_max'")
+    a = cfg.augment  # channel edges are jittered x(1 +- 0.2) per clip (augment.WaveAugment)
+    if a.channel_low_hz * 1.2 >= a.channel_high_hz * 0.8:
+        raise ConfigError("config key 'augment.channel_low_hz': must stay below 'augment.channel_high_hz' "
+                          "after +-20 % jitter (low*1.2 < high*0.8)")
+    if a.channel_high_hz * 1.2 >= cfg.data.sample_rate / 2:
+        raise ConfigError(f"config key 'augment.channel_high_hz': {a.channel_high_hz} x1.2 jitter reaches "
+                          f"Nyquist ({cfg.data.sample_rate / 2:g} Hz)")
     if not cfg.compare.seeds or not all(isinstance(s, int) for s in cfg.compare.seeds):
         raise ConfigError("config key 'compare.seeds': expected a non-empty list of ints")
     unknown = [r for r in cfg.teacher.fast_forward if r not in TEACHER_REWRITES]

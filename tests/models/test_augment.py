@@ -108,3 +108,126 @@ def test_argument_checks():
         WaveAugment(None, noise_prob=0.0, rir_prob=2.0)
     with pytest.raises(ValueError, match="expected raw audio"):
         WaveAugment(None, noise_prob=0.0)(torch.zeros(16000), _gen())
+
+
+# ------------------------------------------------------------------------- telephone channel
+def _tones(freqs_hz, s=16000, b=2):
+    t = torch.arange(s) / 16000
+    return sum(0.1 * torch.sin(2 * math.pi * f * t) for f in freqs_hz).expand(b, s).clone()
+
+
+def _level_db(x, f_hz):
+    """Level of the f_hz component of each clip (Hann-windowed 1-s spectrum), dB: (B,)."""
+    spec = torch.fft.rfft(x * torch.hann_window(x.shape[1]), dim=1).abs()
+    return 20 * torch.log10(spec[:, int(f_hz)])  # 1-s clips: bin k = k Hz
+
+
+def test_channel_attenuates_out_of_band_tones():
+    x = _tones((100.0, 1000.0, 6000.0))
+    y = WaveAugment(None, **_off(channel_prob=1.0), channel_mulaw_prob=0.0)(x, _gen(11))
+    for f in (100.0, 6000.0):  # outside 300-3400 Hz (edges jittered ±20 %: 240-4080 Hz at worst)
+        drop = (_level_db(y, f) - _level_db(y, 1000.0)) - (_level_db(x, f) - _level_db(x, 1000.0))
+        assert torch.all(drop < -30), (f, drop)
+    torch.testing.assert_close(y.pow(2).mean(1), x.pow(2).mean(1), rtol=1e-3, atol=0)  # back to input RMS
+    # An in-band pair keeps its balance.
+    z = _tones((700.0, 2000.0))
+    w = WaveAugment(None, **_off(channel_prob=1.0), channel_mulaw_prob=0.0)(z, _gen(11))
+    balance = (_level_db(w, 700.0) - _level_db(w, 2000.0)) - (_level_db(z, 700.0) - _level_db(z, 2000.0))
+    assert torch.all(balance.abs() < 1.0), balance
+
+
+def test_channel_mulaw_quantises_like_g711():
+    x = _tones((440.0, 1320.0))
+    kw = dict(**_off(channel_prob=1.0))
+    clean = WaveAugment(None, **kw, channel_mulaw_prob=0.0)(x, _gen(12))
+    coded = WaveAugment(None, **kw, channel_mulaw_prob=1.0)(x, _gen(12))
+    snr = 10 * torch.log10(clean.pow(2).mean(1) / (coded - clean).pow(2).mean(1))
+    assert torch.all((snr > 30) & (snr < 45)), snr  # 8-bit mu-law: ~38 dB on a loud signal
+    assert coded.unique().numel() <= 256  # at most 256 codes
+
+
+def test_channel_is_drawn_last_and_deterministic():
+    """The channel's draws come after all older ones, so turning it on changes only the clips its
+    coin picks: the others are bit-identical to the channel-off output of the same generator state
+    (an older config keeps its audio). Same count of draws whatever the probabilities."""
+    x = _speechlike(16)
+    noise = torch.randn(4, 20000, generator=_gen(3))
+    off = WaveAugment(noise, noise_prob=0.5, rir_prob=0.5, channel_prob=0.0)
+    on = WaveAugment(noise, noise_prob=0.5, rir_prob=0.5, channel_prob=0.5)
+    g_off, g_on = _gen(7), _gen(7)
+    expected, a = off(x, g_off), on(x, g_on)
+    assert torch.equal(g_off.get_state(), g_on.get_state())
+    assert torch.equal(a, on(x, _gen(7)))
+    same = [torch.equal(a[i], expected[i]) for i in range(16)]
+    assert 0 < sum(same) < 16, same
+
+
+def test_channel_argument_checks():
+    with pytest.raises(ValueError, match="channel_band_hz"):
+        WaveAugment(None, **_off(), channel_band_hz=(3000.0, 3400.0))
+    with pytest.raises(ValueError, match="Nyquist"):
+        WaveAugment(None, **_off(), channel_band_hz=(300.0, 7000.0))
+    with pytest.raises(ValueError, match="channel_prob"):
+        WaveAugment(None, **_off(channel_prob=1.5))
+
+
+# ------------------------------------------------------------------ where the recipe's RIRs come from
+@pytest.fixture
+def recipe_augmenter(tmp_path):
+    """``components.augmenter`` on a dataset root with no splits but what a test writes."""
+    from accelerate import PartialState
+
+    from wakeword_dist.config import load_config
+    from wakeword_dist.train.components import DataSplits, augmenter
+
+    def build(*overrides):
+        cfg = load_config(None, [f"data.root={tmp_path}", "augment.noise_prob=0", "augment.rir_prob=1",
+                                 *overrides])
+        data = DataSplits(root=tmp_path, train_dir=tmp_path / "train", val_dir=tmp_path / "val",
+                          test_dir=tmp_path / "test", stream_dir=tmp_path / "stream",
+                          background_dir=tmp_path / "background", label_names=["negative", "hey_nova"],
+                          positive_index=1, train_index={})
+        return augmenter(cfg, data, "cpu")
+
+    yield build
+    PartialState._reset_state()  # augmenter printed through the process-wide state
+
+
+def test_augmenter_prefers_rir_dir_then_rir_split_then_generated(recipe_augmenter, tmp_path, capsys):
+    from wakeword_dist.data import rooms
+
+    aug = recipe_augmenter()
+    assert aug.rir_source.startswith("generated decaying-noise")
+    assert torch.equal(aug.rirs, generate_rirs(32))
+    assert "augment: reverb from generated" in capsys.readouterr().out
+
+    rooms.write_rir_split(tmp_path / "rir", 3, seed=1, max_seconds=0.5)
+    aug = recipe_augmenter()
+    assert aug.rir_source.startswith("rir split") and tuple(aug.rirs.shape) == (3, 8000)
+    torch.testing.assert_close(aug.rirs, rooms.load_rir_split(tmp_path / "rir", 16000))
+    assert "3 simulated RIRs" in capsys.readouterr().out
+    assert tuple(recipe_augmenter("augment.rir_max=2").rirs.shape) == (2, 8000)
+
+    real = tmp_path / "real_rirs"
+    real.mkdir()
+    for i in range(2):
+        rir = np.zeros(400, np.float32)
+        rir[0], rir[50 + i] = 1.0, 0.3
+        sf.write(real / f"r{i}.wav", rir, 16000)
+    aug = recipe_augmenter(f"augment.rir_dir={real}")
+    assert aug.rir_source.startswith("augment.rir_dir") and tuple(aug.rirs.shape) == (2, 400)
+    # No reverb asked for: no bank is loaded (nor generated) at all.
+    assert recipe_augmenter("augment.rir_prob=0").rirs is None
+
+
+def test_channel_config_errors_name_the_key():
+    from wakeword_dist.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="augment.channel_high_hz.*Nyquist"):
+        load_config(None, ["augment.channel_high_hz=7000"])
+    with pytest.raises(ConfigError, match="augment.channel_low_hz"):
+        load_config(None, ["augment.channel_low_hz=3000"])
+    with pytest.raises(ConfigError, match="augment.channel_prob"):
+        load_config(None, ["augment.channel_prob=2"])
+    cfg = load_config(None, ["augment.channel_prob=0.1"])
+    assert (cfg.augment.channel_low_hz, cfg.augment.channel_high_hz) == (300.0, 3400.0)

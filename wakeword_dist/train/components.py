@@ -73,6 +73,13 @@ def train_loader(cfg: Config, data: DataSplits, acc, *, epoch: int, skip_batches
 
 
 def augmenter(cfg: Config, data: DataSplits, device) -> WaveAugment:
+    """WaveAugment as configured; its reverb source is, by preference: ``augment.rir_dir`` (real
+    RIRs), the dataset's simulated ``rir`` split, generated decaying noise. The choice is printed
+    once (main process) and kept as ``aug.rir_source``."""
+    from accelerate import PartialState
+
+    from wakeword_dist.data import rooms
+
     a = cfg.augment
     noise, noise_prob = None, a.noise_prob
     if noise_prob > 0:
@@ -82,10 +89,24 @@ def augmenter(cfg: Config, data: DataSplits, device) -> WaveAugment:
                 "add a background split or set augment.noise_prob=0")
         noise = reader.load_background(data.background_dir, max_clips=256,
                                        clip_samples=cfg.data.clip_samples).to(device)
-    rirs = load_rirs(a.rir_dir, cfg.data.sample_rate).to(device) if a.rir_dir else None
-    return WaveAugment(noise_bank=noise, snr_db=(a.snr_db_min, a.snr_db_max), noise_prob=noise_prob,
-                       rir_prob=a.rir_prob, rirs=rirs, gain_db=(-a.gain_db, a.gain_db), shift_ms=a.shift_ms,
-                       sample_rate=cfg.data.sample_rate).to(device)
+    rirs, rir_source = None, "none (augment.rir_prob=0)"
+    rir_split = data.root / rooms.SPLIT_NAME
+    if a.rir_prob > 0 and a.rir_dir:
+        rirs = load_rirs(a.rir_dir, cfg.data.sample_rate)
+        rir_source = f"augment.rir_dir {a.rir_dir} ({rirs.shape[0]} real RIRs)"
+    elif a.rir_prob > 0 and (rir_split / "index.json").exists():
+        rirs = rooms.load_rir_split(rir_split, cfg.data.sample_rate, max_rirs=a.rir_max)
+        rir_source = f"rir split {rir_split} ({rirs.shape[0]} simulated RIRs)"
+    elif a.rir_prob > 0:
+        rir_source = f"generated decaying-noise RIRs (no augment.rir_dir, no {rir_split}/index.json)"
+    aug = WaveAugment(noise_bank=noise, snr_db=(a.snr_db_min, a.snr_db_max), noise_prob=noise_prob,
+                      rir_prob=a.rir_prob, rirs=rirs, gain_db=(-a.gain_db, a.gain_db), shift_ms=a.shift_ms,
+                      sample_rate=cfg.data.sample_rate, channel_prob=a.channel_prob,
+                      channel_band_hz=(a.channel_low_hz, a.channel_high_hz),
+                      channel_mulaw_prob=a.channel_mulaw_prob).to(device)
+    aug.rir_source = rir_source
+    PartialState().print(f"augment: reverb from {rir_source}")
+    return aug
 
 
 # ----------------------------------------------------------------------------- models
