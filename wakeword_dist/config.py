@@ -37,7 +37,22 @@ class RunConfig:
 
 @dataclass
 class DataConfig:
-    root: str = _help("Folder holding the dataset's splits (train/ val/ test/ stream/ background/).", "shards/demo")
+    root: str = _help("Where the dataset's splits (train/ val/ test/ stream/ background/) are: a folder, an "
+                      "http(s):// URL prefix, or a pipe: command template with {path} for object stores "
+                      "('pipe:aws s3 cp s3://bucket/demo/{path} -'); index.json is read the same way.", "shards/demo")
+    train_shards: str = _help("Train from these shards instead of <root>/train/: a webdataset spec with brace "
+                              "expansion ('https://host/ds/train-{000000..000999}.tar'), no index.json; needs "
+                              "data.label_names. Empty = <root>/train/.", "")
+    val_shards: str = _help("Validate on these shards (spec as data.train_shards) instead of <root>/val/.", "")
+    label_names: list = _help("Label map (index = label id) for data.train_shards / data.val_shards; with an "
+                              "index.json the index's own map is used and must equal this when both are set.", [])
+    include_sources: list = _help("Training and validation read only samples whose json `source` is one of "
+                                  "these (e.g. TTS engines); empty = all. Test/evaluate callers pass their own.", [])
+    exclude_sources: list = _help("Training and validation skip samples whose json `source` is one of these "
+                                  "(leave-one-engine-out); the number of batches per epoch is unchanged.", [])
+    shard_retries: int = _help("Re-reads of a shard URL whose transfer failed (HTTP error, cut connection, "
+                               "pipe exit) before its loss is counted as bad data.", 2)
+    shard_retry_delay_s: float = _help("Seconds before re-read k (times k).", 1.0)
     sample_rate: int = _help("Audio sample rate in Hz; shards with another rate are refused.", 16000)
     clip_seconds: float = _help("Clip length in seconds (training and clip-level eval).", 1.0)
     batch_size: int = _help("Clips per batch per rank.", 64)
@@ -243,6 +258,8 @@ _RANGES = {
     "frontend.n_mels": (1, None, True, True),
     "frontend.win_ms": (0, None, False, True),
     "frontend.hop_ms": (0, None, False, True),
+    "data.shard_retries": (0, None, True, True),
+    "data.shard_retry_delay_s": (0, None, True, True),
     "augment.noise_prob": (0, 1, True, True),
     "augment.rir_prob": (0, 1, True, True),
     "augment.rir_max": (1, None, True, True),
