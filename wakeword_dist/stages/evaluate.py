@@ -2,7 +2,8 @@
 
 θ is chosen on val for `eval.target_fa_per_hour` and then used unchanged on test; val and
 test use disjoint halves of the `stream` split (see train/validate.py). Collective: runs
-as one process or under `accelerate launch -m wakeword_dist.cli evaluate`.
+as one process or under `accelerate launch -m wakeword_dist.cli evaluate`. The test figures,
+the DET curve and the best student (a W&B artifact) also go into the training run's W&B run.
 """
 
 from __future__ import annotations
@@ -15,7 +16,18 @@ from wakeword_dist.config import Config
 from wakeword_dist.eval.report import to_jsonable, write_report
 from wakeword_dist.train import components
 from wakeword_dist.train.checkpoint import write_json_atomic
+from wakeword_dist.train.run_logger import log_evaluation
 from wakeword_dist.train.validate import validate
+
+
+def val_then_test(acc, model, data, cfg: Config) -> tuple[dict, float, dict]:
+    """θ chosen on val for ``eval.target_fa_per_hour`` (rank 0's, broadcast), then test scored
+    at that θ unchanged. ``model``: (B, S) raw audio -> (B, C) logits (a student or an ONNX
+    file behind ``OnnxClassifier``). Returns (val result, θ, test result) of ``validate``."""
+    val = validate(acc, model, data, cfg, split="val")
+    threshold = components.broadcast_object(acc, val["summary"].get("threshold") if acc.is_main_process else None)
+    test = validate(acc, model, data, cfg, split="test", threshold=threshold)
+    return val, threshold, test
 
 
 def evaluate_run(cfg: Config, run_dir: Path | None = None) -> dict | None:
@@ -30,9 +42,7 @@ def evaluate_run(cfg: Config, run_dir: Path | None = None) -> dict | None:
     if list(meta["label_names"]) != list(data.label_names):
         raise ValueError(f"model in {best} was trained with labels {meta['label_names']}, "
                          f"the dataset {cfg.data.root} has {data.label_names}")
-    val = validate(acc, model, data, cfg, split="val")
-    threshold = components.broadcast_object(acc, val["summary"].get("threshold") if acc.is_main_process else None)
-    test = validate(acc, model, data, cfg, split="test", threshold=threshold)
+    val, threshold, test = val_then_test(acc, model, data, cfg)
     if not acc.is_main_process:
         return None
     report = dict(test["report"])
@@ -42,6 +52,7 @@ def evaluate_run(cfg: Config, run_dir: Path | None = None) -> dict | None:
     # strict JSON like report.json: an undefined metric (NaN) is written as null
     write_json_atomic(run_dir / "val_report.json",
                       to_jsonable({k: v for k, v in val["report"].items() if k != "activations"}))
+    log_evaluation(cfg, run_dir, report)  # into the training run's W&B summary, + the best student
     print(f"[evaluate] {run_dir}: test F1 {report['f1_macro']:.4f}, FRR {report['frr_at_target']:.4f} "
           f"at {report['fa_per_hour']:.2f} FA/h (θ={threshold:.3f} from val)")
     return report

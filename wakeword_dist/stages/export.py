@@ -1,8 +1,9 @@
 """`wakeword-dist export`: the run's best student to ONNX (raw audio in, probabilities out).
 
 Writes `model.onnx` and `model.int8.onnx` beside the run's report, checks parity with
-onnxruntime, and scores both ONNX files on test at val's threshold so the int8 metric
-change is measured, not assumed.
+onnxruntime, and scores both ONNX files on test at the fp32 file's val threshold so the int8
+metric change is measured, not assumed. The figures and the ONNX files also go into the
+training run's W&B run.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from accelerate import Accelerator
 
 from wakeword_dist.config import Config
 from wakeword_dist.export.onnx_export import OnnxClassifier, export_onnx, metric_change
+from wakeword_dist.stages.evaluate import val_then_test
 from wakeword_dist.train import components
 from wakeword_dist.train.checkpoint import write_json_atomic
+from wakeword_dist.train.run_logger import log_export
 from wakeword_dist.train.validate import validate
 
 
@@ -29,13 +32,12 @@ def export_run(cfg: Config, run_dir: Path | None = None) -> dict:
     if cfg.export.int8 and result["int8_path"]:
         acc = Accelerator()
         data = components.open_data(cfg, job="baseline")
-        val = validate(acc, OnnxClassifier(result["onnx_path"]), data, cfg, split="val")
-        theta = val["summary"]["threshold"]
-        fp32 = validate(acc, OnnxClassifier(result["onnx_path"]), data, cfg, split="test", threshold=theta)
+        _, theta, fp32 = val_then_test(acc, OnnxClassifier(result["onnx_path"]), data, cfg)
         int8 = validate(acc, OnnxClassifier(result["int8_path"]), data, cfg, split="test", threshold=theta)
         result["test_fp32"], result["test_int8"] = fp32["summary"], int8["summary"]
         result["int8_minus_fp32"] = metric_change(fp32["summary"], int8["summary"])
         print(f"[export] int8 ({result['int8_bytes'] / 1024:.0f} KiB) minus fp32 on test: "
               + ", ".join(f"{k} {v:+.4f}" for k, v in result["int8_minus_fp32"].items()))
     write_json_atomic(run_dir / "export.json", result)
+    log_export(cfg, run_dir, result)  # into the training run's W&B summary, + the ONNX files
     return result
