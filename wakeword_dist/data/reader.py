@@ -62,7 +62,10 @@ from wakeword_dist.data.audio_io import INT16_SCALE, decode_audio
 from wakeword_dist.data.shard_writer import INDEX_NAME
 from wakeword_dist.data.sources import (LOST, ReadProgress, SampleDecoder, Share, ShardReader,
                                         ShardReadError, SkipCounter, SourceFilter, _read_tar,
-                                        file_url, is_url, read_url_bytes)
+                                        file_url, is_url, location, read_url_bytes)
+
+__all__ = ["make_train_loader", "make_eval_loader", "iter_split", "iter_stream", "load_background",
+           "read_index", "split_keys", "split_exists", "check_sample_rate", "Split", "location"]
 
 INDEX_KEYS = ("shards", "samples_per_shard", "sample_rate", "label_names")
 

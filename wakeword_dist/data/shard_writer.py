@@ -8,6 +8,12 @@ Layout (see shards/README.md)::
 Each shard is written as ``shard-XXXXXX.tar.tmp`` and renamed when complete; ``index.json`` is
 written last and atomically, so a reader that finds an index finds every shard it names.
 Tars are byte-reproducible: fixed mtime/uid/gid/mode and member order = write order.
+
+``split_dir`` may also be a ``pipe:`` template with ``{path}`` (or any URL ``webdataset.gopen``
+writes, e.g. an http PUT), as ``wds.ShardWriter`` allows: each shard streams into its own command
+(``pipe:aws s3 cp - s3://bucket/ds/train/{path}``) and ``index.json`` goes last, once every shard's
+command has exited 0; a failed command raises naming its URL. An object store's single-object
+upload is atomic, which stands in for the local rename. The bytes equal the local writer's.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import numpy as np
 
 from wakeword_dist.atomic import write_json_atomic
 from wakeword_dist.data.audio_io import AUDIO_EXTS, encode_audio, to_int16
+from wakeword_dist.data.sources import describe_error, file_url, is_url, open_url
 from wakeword_dist.data.tario import add_member, content_hash
 
 SHARD_PATTERN = "shard-%06d.tar"
@@ -57,8 +64,14 @@ class ShardWriter:
             raise ValueError(f"audio_format must be one of {AUDIO_EXTS}, got {audio_format!r}")
         if samples_per_shard < 1:
             raise ValueError("samples_per_shard must be >= 1")
-        self.split_dir = Path(split_dir)
-        self.split_dir.mkdir(parents=True, exist_ok=True)
+        self.remote = is_url(split_dir)
+        if self.remote:
+            self.split_dir = os.fspath(split_dir)
+            file_url(self.split_dir, INDEX_NAME)  # a pipe: template without {path} fails here
+        else:
+            self.split_dir = Path(split_dir)
+            self.split_dir.mkdir(parents=True, exist_ok=True)
+        self._stream = None  # the remote shard's gopen stream
         self.samples_per_shard = samples_per_shard
         self.audio_format = audio_format
         self.sample_rate = sample_rate
@@ -126,8 +139,13 @@ class ShardWriter:
 
         if self._tar is None:
             self._open_next()
-        for name, data in members:
-            self._member_digests.append((name, add_member(self._tar, name, data)))
+        try:
+            for name, data in members:
+                self._member_digests.append((name, add_member(self._tar, name, data)))
+        except OSError as e:
+            if not self.remote:
+                raise
+            raise OSError(describe_error(self._url(self._shards[-1]), e, self._stream)) from None
         self._keys.add(key)
         self._counts[-1] += 1
         self._seconds += duration
@@ -137,14 +155,31 @@ class ShardWriter:
         if self._counts[-1] >= self.samples_per_shard:
             self._finish_shard()
 
+    def _url(self, name: str) -> str:
+        return file_url(self.split_dir, name)
+
     def _open_next(self) -> None:
         name = SHARD_PATTERN % len(self._shards)
-        self._tmp_path = self.split_dir / (name + ".tmp")
-        self._tar = tarfile.open(self._tmp_path, "w", format=tarfile.USTAR_FORMAT)
+        if self.remote:
+            self._stream = open_url(self._url(name), "wb")
+            # stream mode writes the same bytes as "w" (same blocks, same end-of-archive record)
+            self._tar = tarfile.open(fileobj=self._stream, mode="w|", format=tarfile.USTAR_FORMAT)
+        else:
+            self._tmp_path = self.split_dir / (name + ".tmp")
+            self._tar = tarfile.open(self._tmp_path, "w", format=tarfile.USTAR_FORMAT)
         self._shards.append(name)
         self._counts.append(0)
 
     def _finish_shard(self) -> None:
+        if self.remote:
+            url, tar, stream = self._url(self._shards[-1]), self._tar, self._stream
+            self._tar, self._stream = None, None
+            try:
+                tar.close()
+                stream.close()  # gopen's Pipe waits for the command and raises on a non-zero exit
+            except OSError as e:
+                raise OSError(describe_error(url, e, stream)) from None
+            return
         self._tar.close()
         os.replace(self._tmp_path, self.split_dir / self._shards[-1])
         self._tar, self._tmp_path = None, None
@@ -187,12 +222,32 @@ class ShardWriter:
         if teacher is not None:
             index["teacher"] = teacher
         index.update(self.extra)
-        write_json_atomic(self.split_dir / INDEX_NAME, index)
+        if self.remote:
+            url = self._url(INDEX_NAME)
+            text = json.dumps(index, indent=2, sort_keys=True) + "\n"  # as write_json_atomic
+            stream = open_url(url, "wb")
+            try:
+                stream.write(text.encode("utf-8"))
+                stream.close()
+            except OSError as e:
+                raise OSError(describe_error(url, e, stream)) from None
+        else:
+            write_json_atomic(self.split_dir / INDEX_NAME, index)
         return index
 
     def abort(self) -> None:
         """Drop the shard in progress (complete shards stay; no index is written)."""
-        if self._tar is not None:
+        if self._tar is not None and self.remote:
+            # kill the command first, so an upload of a half shard never completes
+            proc = getattr(self._stream, "proc", None)
+            if proc is not None:
+                proc.kill()
+            try:
+                self._stream.close()
+            except Exception:  # it was killed: its exit status is not news
+                pass
+            self._tar, self._stream = None, None
+        elif self._tar is not None:
             self._tar.close()
             self._tmp_path.unlink(missing_ok=True)
             self._tar, self._tmp_path = None, None

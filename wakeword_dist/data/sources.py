@@ -43,6 +43,40 @@ def is_url(location: str | os.PathLike) -> bool:
     return loc.startswith("pipe:") or re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", loc) is not None
 
 
+class Location(str):
+    """A URL or ``pipe:`` split location that joins like a ``Path`` (``root / "train"``), so code
+    written for folders (``(split / "index.json").exists()``) works on remote data too."""
+
+    def __truediv__(self, part: str) -> "Location":
+        return Location(join_dir(str(self), part))
+
+    def _as_file(self) -> str:
+        # a joined pipe: template reads ".../index.json/{path} -": the file itself is the path
+        return self.replace("/{path}", "", 1) if self.startswith("pipe:") else str(self)
+
+    def exists(self) -> bool:
+        """Whether the file can be read (an index: small); a split folder never "exists"."""
+        try:
+            read_url_bytes(self._as_file())
+        except OSError:
+            return False
+        return True
+
+    is_file = exists
+
+
+def location(root: str | os.PathLike) -> "os.PathLike | Location":
+    """``Path`` for a local folder, ``Location`` for a URL prefix or ``pipe:`` template."""
+    from pathlib import Path
+
+    root = os.fspath(root)
+    if not is_url(root):
+        return Path(root)
+    if root.startswith("pipe:"):
+        _pipe_template(root)
+    return Location(root)
+
+
 def join_dir(root: str | os.PathLike, part: str) -> str | os.PathLike:
     """The location of sub-folder ``part`` (a ``Path`` stays a ``Path``; a ``pipe:`` template
     keeps its ``{path}`` placeholder for the file names that follow)."""
@@ -76,10 +110,20 @@ _CURL_EXIT = {6: "host not found", 7: "cannot connect", 18: "connection closed m
               52: "empty reply from server", 56: "connection reset while receiving"}
 
 
-def describe_error(url: str, e: BaseException) -> str:
-    """One line naming ``url`` and what went wrong (curl's exit codes spelled out)."""
-    text = str(e.args[0]) if e.args else type(e).__name__
-    m = re.search(r"exit (\d+)", text)
+def describe_error(url: str, e: BaseException, stream=None) -> str:
+    """One line naming ``url`` and what went wrong (curl's exit codes spelled out; with the
+    ``stream`` of a broken pipe, its command's exit status)."""
+    if isinstance(e, OSError) and e.strerror:
+        text = e.strerror  # "Broken pipe", "No such file or directory"
+    else:
+        text = str(e.args[0]) if e.args else type(e).__name__
+    proc = getattr(stream, "proc", None) if stream is not None else None
+    if proc is not None and isinstance(e, BrokenPipeError):  # the command died: say how
+        try:
+            text = f"command exit {proc.wait(timeout=30)} ({text})"
+        except Exception:
+            pass
+    m = re.search(r"\): exit (\d+) \(", text)  # gopen's Pipe: "(<args>): exit N (read) {}"
     if m and "curl" in text:
         code = int(m.group(1))
         text = f"curl exit {code}: {_CURL_EXIT.get(code, 'transfer failed')}"
@@ -309,7 +353,7 @@ class ShardReader:
                     yield url, key, parts, meta
                 return
             except OSError as e:  # TruncatedShardError, ShardReadError, a pipe's exit status
-                reason = describe_error(url, e) if not isinstance(e, TruncatedShardError) else str(e)
+                reason = str(e) if isinstance(e, (TruncatedShardError, ShardReadError)) else describe_error(url, e)
                 if attempt < retries:
                     log.warning("%s; re-reading (retry %d of %d)", reason, attempt + 1, retries)
                     time.sleep(self.retry_delay_s * (attempt + 1))
@@ -333,34 +377,26 @@ def _read_tar(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
         try:
             yield from iter_tar_samples(stream, url)
         except TruncatedShardError as e:
-            failed = _exit_problem(stream)  # a short read of a failed transfer: say why
+            failed = _exit_problem(stream, url)  # a short read of a failed transfer: say why
             if failed:
                 raise ShardReadError(f"{failed}; {e.args[0].replace(url + ': ', '')}") from None
             raise
         while stream.read(1 << 16):  # the archive's zero padding: a pipe must run to its end
             pass
-        failed = _exit_problem(stream)
+        failed = _exit_problem(stream, url)
         if failed:
             raise ShardReadError(failed)
     finally:
         _close(stream, quiet=True)
 
 
-def _exit_problem(stream) -> str | None:
+def _exit_problem(stream, url: str) -> str | None:
     """Close ``stream``; for a gopen ``Pipe`` whose command failed, the one-line reason."""
     try:
         stream.close()
     except Exception as e:
-        return describe_error(getattr(stream, "url", "") or _pipe_args(stream), e)
+        return describe_error(url, e)
     return None
-
-
-def _pipe_args(stream) -> str:
-    args = getattr(stream, "args", None)
-    if args and args[0]:
-        cmd = args[0][0]
-        return cmd if isinstance(cmd, str) else " ".join(map(str, cmd))
-    return repr(stream)
 
 
 class SampleDecoder:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from itertools import islice
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,6 +28,9 @@ from wakeword_dist.models.teacher import DTYPES
 # ----------------------------------------------------------------------------- data
 @dataclass
 class DataSplits:
+    """Where each split is: a ``Path`` (local folder), a ``reader.Location`` (URL prefix or
+    ``pipe:`` template; joins with ``/`` like a Path) or, for ``data.train_shards`` /
+    ``data.val_shards``, a ``reader.Split`` (shard spec without an index)."""
     root: Path
     train_dir: Path
     val_dir: Path
@@ -37,25 +40,46 @@ class DataSplits:
     label_names: list
     positive_index: int
     train_index: dict
+    # data.include_sources / exclude_sources as reader kwargs: training and validation only
+    sources: dict = field(default_factory=dict)
 
 
 def open_data(cfg: Config, job: str) -> DataSplits:
     """Check the dataset before any step: indexes readable, sample rate as configured."""
-    root = Path(cfg.data.root)
-    train_dir = root / "train"
+    d = cfg.data
+    root = reader.location(d.root)
+    splits = {}
+    for name, spec in (("train", d.train_shards), ("val", d.val_shards)):
+        if spec:
+            splits[name] = reader.Split.from_spec(spec, label_names=d.label_names, sample_rate=d.sample_rate)
+        else:
+            splits[name] = root / name
     if job == "distill" and cfg.distill.mode == "cached":
-        train_dir = cached_train_dir(cfg)
-    index = reader.read_index(train_dir)
-    reader.check_sample_rate(index, cfg.data.sample_rate, train_dir)
-    val_index = reader.read_index(root / "val")
-    reader.check_sample_rate(val_index, cfg.data.sample_rate, root / "val")
+        splits["train"] = cached_train_dir(cfg)
+    opened = {}
+    for name, where in splits.items():
+        if isinstance(where, reader.Split):
+            opened[name] = where, {"shards": list(where.urls), "label_names": list(where.label_names),
+                                   "sample_rate": where.sample_rate, "source": where.location}
+        else:
+            index = reader.read_index(where)
+            reader.check_sample_rate(index, d.sample_rate, where)
+            opened[name] = where, index
+    (train_dir, index), (val_dir, val_index) = opened["train"], opened["val"]
     label_names = list(index["label_names"])
-    if list(val_index["label_names"]) != label_names:
-        raise ValueError(f"label maps differ: {train_dir / 'index.json'} has {label_names}, "
-                         f"{root / 'val' / 'index.json'} has {list(val_index['label_names'])}")
-    return DataSplits(root=root, train_dir=train_dir, val_dir=root / "val", test_dir=root / "test",
+    for name, (where, idx) in opened.items():
+        for other, what in ((label_names, "the train split"), (d.label_names or label_names, "data.label_names")):
+            if list(idx["label_names"]) != list(other):
+                raise ValueError(f"label maps differ: {_where(where)} has {list(idx['label_names'])}, "
+                                 f"{what} has {list(other)}")
+    sources = {"include_sources": list(d.include_sources), "exclude_sources": list(d.exclude_sources)}
+    return DataSplits(root=root, train_dir=train_dir, val_dir=val_dir, test_dir=root / "test",
                       stream_dir=root / "stream", background_dir=root / "background",
-                      label_names=label_names, positive_index=1, train_index=index)
+                      label_names=label_names, positive_index=1, train_index=index, sources=sources)
+
+
+def _where(split) -> str:
+    return f"shards {split.location}" if isinstance(split, reader.Split) else str(split / "index.json")
 
 
 def cached_train_dir(cfg: Config) -> Path:
@@ -65,11 +89,24 @@ def cached_train_dir(cfg: Config) -> Path:
 
 def train_loader(cfg: Config, data: DataSplits, acc, *, epoch: int, skip_batches: int,
                  with_teacher_logits: bool):
+    d = cfg.data
     return reader.make_train_loader(
-        data.train_dir, batch_size=cfg.data.batch_size, batches_per_epoch=cfg.train.batches_per_epoch,
+        data.train_dir, batch_size=d.batch_size, batches_per_epoch=cfg.train.batches_per_epoch,
         rank=acc.process_index, world_size=acc.num_processes, seed=cfg.train.seed, epoch=epoch,
-        num_workers=cfg.data.num_workers, skip_batches=skip_batches, clip_samples=cfg.data.clip_samples,
-        expected_sample_rate=cfg.data.sample_rate, with_teacher_logits=with_teacher_logits)
+        num_workers=d.num_workers, skip_batches=skip_batches, clip_samples=d.clip_samples,
+        expected_sample_rate=d.sample_rate, with_teacher_logits=with_teacher_logits,
+        retries=d.shard_retries, retry_delay_s=d.shard_retry_delay_s, **data.sources)
+
+
+def eval_loader(cfg: Config, data: DataSplits, split_dir, *, batch_size: int, rank: int, world_size: int,
+                sources: dict | None = None):
+    """The evaluation loader the recipe's helpers use (single-process decode, configured retries);
+    ``sources``: reader filter kwargs (``data.sources`` for train/val, ``{}`` = none)."""
+    d = cfg.data
+    return reader.make_eval_loader(split_dir, batch_size=batch_size, rank=rank, world_size=world_size,
+                                   num_workers=0, clip_samples=d.clip_samples, expected_sample_rate=d.sample_rate,
+                                   retries=d.shard_retries, retry_delay_s=d.shard_retry_delay_s,
+                                   **(sources or {}))
 
 
 def augmenter(cfg: Config, data: DataSplits, device) -> WaveAugment:
@@ -151,8 +188,8 @@ def fit_cmvn(model, data: DataSplits, cfg: Config, acc) -> None:
     """Global CMVN from a few training batches of rank 0, broadcast so all ranks agree."""
     from wakeword_dist.models.frontend import compute_cmvn
 
-    batches = reader.make_eval_loader(data.train_dir, batch_size=cfg.data.batch_size, rank=0, world_size=1,
-                                      num_workers=0)
+    batches = eval_loader(cfg, data, data.train_dir, batch_size=cfg.data.batch_size, rank=0, world_size=1,
+                          sources=data.sources)
     mean, std = compute_cmvn(model.frontend, (b["audio"].to(acc.device) for b in islice(batches, 20)))
     stats = broadcast_object_list([mean.cpu(), std.cpu()])
     model.frontend.set_cmvn(stats[0].to(acc.device), stats[1].to(acc.device))
@@ -221,9 +258,8 @@ def teacher_quality_gate(cfg: Config, acc, teacher_fn, data: DataSplits) -> dict
 
     Every rank makes the same number of teacher calls (padding with silent batches), since
     a ZeRO-3 teacher hangs if one rank calls it fewer times than another."""
-    loader = list(reader.make_eval_loader(data.val_dir, batch_size=cfg.data.batch_size,
-                                          rank=acc.process_index, world_size=acc.num_processes,
-                                          num_workers=0))
+    loader = list(eval_loader(cfg, data, data.val_dir, batch_size=cfg.data.batch_size,
+                              rank=acc.process_index, world_size=acc.num_processes, sources=data.sources))
     n_max = int(max_over_ranks(acc, len(loader)))
     correct = total = nonfinite = 0
     for i in range(n_max):

@@ -26,18 +26,27 @@ def stream_keys_for(split: str, stream_dir) -> list[str]:
     return keys[:half] if split == "val" else keys[half:]
 
 
-def score_split(acc, model, data, cfg: Config, *, split: str, with_streams: bool = True):
+def score_split(acc, model, data, cfg: Config, *, split: str, with_streams: bool = True,
+                sources: dict | None = None):
     """Collective. Returns on rank 0 (None elsewhere): (clip keys, probs (N, C), labels (N,),
-    stream scores [(T_i,)], stream durations [s], stream keys), de-duplicated by key."""
+    stream scores [(T_i,)], stream durations [s], stream keys), de-duplicated by key.
+
+    ``sources``: clip filter as reader kwargs (``{"include_sources": [...]}``); default: the
+    config's ``data.include/exclude_sources`` for val, none for test. Streams are not filtered
+    (they are the negatives FA/h is counted on)."""
+    from wakeword_dist.train.components import eval_loader
+
     split_dir = {"val": data.val_dir, "test": data.test_dir}[split]
+    if sources is None:
+        sources = data.sources if split == "val" else {}
     device = acc.device
     net = acc.unwrap_model(model)
-    loader = reader.make_eval_loader(split_dir, batch_size=cfg.eval.batch_size, rank=acc.process_index,
-                                     world_size=acc.num_processes, num_workers=0)
+    loader = eval_loader(cfg, data, split_dir, batch_size=cfg.eval.batch_size, rank=acc.process_index,
+                         world_size=acc.num_processes, sources=sources)
     with acc.autocast():
         keys, probs, labels = score_clips(net, loader, device=device)
     s_keys, s_scores, s_dur = [], [], []
-    if with_streams and (data.stream_dir / "index.json").exists():
+    if with_streams and reader.split_exists(data.stream_dir):
         wanted = stream_keys_for(split, data.stream_dir)
         mine = set(wanted[acc.process_index::acc.num_processes])
         items = reader.iter_stream(data.stream_dir, keys=mine)  # decodes only this rank's streams
@@ -59,13 +68,15 @@ def score_split(acc, model, data, cfg: Config, *, split: str, with_streams: bool
 
 
 def validate(acc, model, data, cfg: Config, *, split: str = "val", job: str = "distill",
-             threshold: float | None = None) -> dict:
-    """Collective. On rank 0 returns {"report": full report, "summary": scalar metrics}; else {}."""
+             threshold: float | None = None, sources: dict | None = None) -> dict:
+    """Collective. On rank 0 returns {"report": full report, "summary": scalar metrics}; else {}.
+    ``sources``: as for ``score_split``."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            scored = score_split(acc, model, data, cfg, split=split, with_streams=job != "teacher")
+            scored = score_split(acc, model, data, cfg, split=split, with_streams=job != "teacher",
+                                 sources=sources)
     finally:
         model.train(was_training)
     if scored is None:
