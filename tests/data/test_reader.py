@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from wakeword_dist.data.reader import (check_sample_rate, iter_stream, load_background,
+from wakeword_dist.data.reader import (check_sample_rate, iter_split, iter_stream, load_background,
                                        make_eval_loader, make_train_loader, read_index)
 from wakeword_dist.data.shard_writer import ShardWriter
 
@@ -175,3 +175,47 @@ def test_all_bad_raises_instead_of_hanging(tmp_path):
     d = make_split(tmp_path, n_shards=2, per_shard=4)
     with pytest.raises(RuntimeError, match="no usable sample.*1600 samples != clip length 800"):
         list(train(d, clip_samples=800))
+
+
+def make_two_engine_split(d, n_shards=4, per_shard=6):
+    """Samples alternate between json source 'a' and 'b' (keys a0000 / b0001 ...)."""
+    with ShardWriter(d, per_shard, "wav", label_names=LABELS, source="t") as w:
+        for i in range(n_shards * per_shard):
+            engine = "ab"[i % 2]
+            w.write(f"{engine}{i:04d}", np.full(1600, i, np.int16),
+                    {"label": i % 2, "label_name": LABELS[i % 2], "source": engine})
+    return d
+
+
+def test_source_filter_keeps_equal_batches_per_rank(tmp_path):
+    d = make_two_engine_split(tmp_path)
+    for workers in (0, 2):
+        per_rank = []
+        for rank in (0, 1):
+            loader = train(d, rank=rank, world_size=2, batches_per_epoch=7, num_workers=workers,
+                           exclude_sources=["a"])
+            batches = list(loader)
+            assert len(loader) == len(batches) == 7 and all(len(b["key"]) == 4 for b in batches)
+            keys = [k for b in batches for k in b["key"]]
+            assert keys and all(k.startswith("b") for k in keys)
+            assert sum(b["read"] for b in batches) == len(keys)  # filtered: neither read nor bad
+            per_rank.append(set(keys))
+        assert not per_rank[0] & per_rank[1]
+    only_a = keys_of(make_eval_loader(d, batch_size=5, rank=0, world_size=1, clip_samples=1600,
+                                      include_sources={"a"}))
+    assert sorted(only_a) == [f"a{i:04d}" for i in range(0, 24, 2)]
+    assert [s["key"] for s in iter_split(d, include_sources=["b"])][:2] == ["b0001", "b0003"]
+    assert load_background(d, include_sources=["a"]).shape == (12, 1600)
+    with pytest.raises(RuntimeError, match=r"no samples passing the sources include=\['c'\]"):
+        list(train(d, include_sources=["c"]))
+    with pytest.raises(TypeError, match="include_sources must be a collection"):
+        train(d, include_sources="a")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_skip_resumes_exactly_under_a_source_filter(tmp_path, workers):
+    d = make_two_engine_split(tmp_path)
+    full = list(train(d, num_workers=workers, batches_per_epoch=8, include_sources=["a"]))
+    resumed = list(train(d, num_workers=workers, batches_per_epoch=8, include_sources=["a"],
+                         skip_batches=3))
+    assert [b["key"] for b in resumed] == [b["key"] for b in full[3:]]
