@@ -8,4 +8,6 @@ def test_bench_loader_runs_all_formats(tmp_path, capsys):
         assert r["clips_per_s"] > 0 and r["clips_per_worker_cpu_s"] > 0
         assert r["in_process_clips_per_s"] > 0
     assert res["flac"]["bytes_per_clip"] < res["wav"]["bytes_per_clip"]
+    assert all(r["baseline_clips_per_s_per_worker"] > 0 and r["baseline_fast_clips_per_s_per_worker"] > 0
+               for r in res.values())  # the plain-webdataset pipelines side by side
     assert "clips/s/worker" in capsys.readouterr().out

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import torch
 
+from test_build_shards import folder_src  # noqa: F401 (a fixture)
 from test_reader import LABELS, keys_of, make_split, train
 from wakeword_dist.data.reader import Split, make_eval_loader, read_index, split_exists
 from wakeword_dist.data.shard_writer import ShardWriter
@@ -218,3 +219,17 @@ def test_s3_write_and_read_through_pipe(tmp_path, s3_server):
     assert sorted(keys) == [f"k{i:04d}" for i in range(16)]
     with pytest.raises(ShardReadError, match=r"s3://shards/ds/missing/index.json.*command exit"):
         read_index(root / "missing")
+
+
+def test_build_shards_to_a_pipe_matches_the_local_build(folder_src, tmp_path):
+    from wakeword_dist.data.build_shards import build_shards
+
+    args = dict(wake_words=["hey_nova"], val_fraction=0.2, test_fraction=0.3, samples_per_shard=10)
+    local = build_shards(folder_src, tmp_path / "local", **args)
+    out = tmp_path / "piped"
+    piped = build_shards(folder_src, f"pipe:mkdir -p $(dirname {out}/{{path}}) && cat > {out}/{{path}}",
+                         **args)
+    assert piped["splits"] == local["splits"]
+    for split in local["splits"]:
+        for f in sorted((tmp_path / "local" / split).iterdir()):
+            assert (out / split / f.name).read_bytes() == f.read_bytes(), f

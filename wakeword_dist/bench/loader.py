@@ -1,13 +1,16 @@
 """Loader throughput: clips/s per worker process for the whole path tar -> batched tensor.
 
-    python -m wakeword_dist.bench.loader [--clips 8192] [--batch 64] [--workers 1] [--baseline]
+    python -m wakeword_dist.bench.loader [--clips 8192] [--batch 64] [--workers 1] [--no-baseline]
 
 For each audio format it writes ``n_clips`` 1-s clips (16 kHz int16, speech-like: pink noise
 under a syllable-rate envelope, so FLAC compresses about as it does for speech) into shards under
-``tmp_dir/<fmt>``, then times one epoch of ``make_train_loader`` (DataLoader workers included:
-tar reading, shuffle buffer, decoding, collation into ``(B, S)`` float32, transfer to the main
-process). ``--baseline`` also times the plain ``wds.WebDataset`` + soundfile + default-collate
-pipeline the project started from.
+``tmp_dir/<fmt>``, then times one epoch of the production ``make_train_loader`` (a webdataset
+``DataPipeline`` per DataLoader worker: resampled shards, gopen, the fast tar stage, shuffle
+buffer, decoding and batching into ``(B, S)``, transfer to the main process). Side by side, unless
+``--no-baseline``: two plain ``wds.WebDataset`` pipelines (the library's own tar stage and
+shuffle), one with soundfile + default collate (where the project started), one with the
+``np.frombuffer`` decoder and numpy batch collation (what the library alone reaches with a fast
+decoder).
 """
 
 from __future__ import annotations
@@ -81,8 +84,11 @@ def _touch(batch) -> None:
     float(audio.numpy().reshape(-1)[::1024].sum())  # one float per 4-KB page
 
 
-def _baseline_loader(split_dir: Path, batch_size: int, num_workers: int, n_batches: int):
-    """The starting point: plain WebDataset + soundfile decode + default collate."""
+def _baseline_loader(split_dir: Path, batch_size: int, num_workers: int, n_batches: int,
+                     fast: bool = False):
+    """Plain WebDataset: its tar stage, shuffle and batching. ``fast=False``: soundfile decode +
+    default collate (the starting point); ``fast=True``: ``decode_audio`` (``np.frombuffer`` for
+    wav / npy) and a numpy ``(B, S)`` collation."""
     import io
     import json
 
@@ -90,23 +96,33 @@ def _baseline_loader(split_dir: Path, batch_size: int, num_workers: int, n_batch
     import torch
     import webdataset as wds
 
+    from wakeword_dist.data.audio_io import INT16_SCALE, decode_audio
+
     urls = sorted(str(p) for p in split_dir.glob("shard-*.tar"))
 
     def decode(sample):
         ext = next(e for e in ("flac", "wav", "npy") if e in sample)
+        if fast:
+            pcm, _ = decode_audio(sample[ext], ext)
+            return pcm, json.loads(sample["json"])["label"]
         if ext == "npy":
             audio = np.load(io.BytesIO(sample[ext])).astype(np.float32) / 32768.0
         else:
             audio, _ = sf.read(io.BytesIO(sample[ext]), dtype="float32")
         return torch.from_numpy(audio), json.loads(sample["json"])["label"]
 
+    def collate(samples):
+        audio = np.stack([a for a, _ in samples]).astype(np.float32) * np.float32(INT16_SCALE)
+        return torch.from_numpy(audio), torch.tensor([y for _, y in samples])
+
     ds = (wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None)
-          .repeat().shuffle(1000).map(decode).batched(batch_size).with_epoch(n_batches))
-    return wds.WebLoader(ds, batch_size=None, num_workers=num_workers)
+          .repeat().shuffle(1000).map(decode))
+    ds = ds.batched(batch_size, collation_fn=collate) if fast else ds.batched(batch_size)
+    return wds.WebLoader(ds.with_epoch(n_batches), batch_size=None, num_workers=num_workers)
 
 
 def bench_loader(tmp_dir: str | os.PathLike, formats=("flac", "wav", "npy"), n_clips: int = 8192,
-                 batch_size: int = 64, num_workers: int = 1, baseline: bool = False,
+                 batch_size: int = 64, num_workers: int = 1, baseline: bool = True,
                  repeats: int = 3, print_table: bool = True) -> dict:
     """Measure clips/s per worker for each format; returns ``{fmt: {...}}`` and prints a table.
 
@@ -118,7 +134,9 @@ def bench_loader(tmp_dir: str | os.PathLike, formats=("flac", "wav", "npy"), n_c
           shuffle, decode, batch in shared memory) -- the rate of a worker that has a core;
       ``clips_per_main_cpu_s``: the main process's CPU cost of receiving (int16 -> float32);
       ``in_process_clips_per_s``: the same pipeline with ``num_workers=0`` (no hand-over);
-      ``mb_on_disk``, ``bytes_per_clip``; with ``baseline`` the plain wds + soundfile figures.
+      ``mb_on_disk``, ``bytes_per_clip``; with ``baseline`` the two plain-wds pipelines'
+          (``baseline_*``: soundfile + default collate, ``baseline_fast_*``: np.frombuffer +
+          numpy collation) clips/s per worker and per worker-CPU-s.
     """
     tmp_dir = Path(tmp_dir)
     n_batches = max(2, n_clips // batch_size)
@@ -145,11 +163,12 @@ def bench_loader(tmp_dir: str | os.PathLike, formats=("flac", "wav", "npy"), n_c
         t0 = _time_loader(ours(0), n_batches, repeats)
         r["in_process_clips_per_s"] = round(timed / t0["wall"])
         if baseline:
-            tb = _time_loader(lambda: _baseline_loader(split, batch_size, num_workers, n_batches),
-                              n_batches, repeats)
-            r["baseline_clips_per_s_per_worker"] = round(timed / tb["wall"] / workers)
-            if num_workers:
-                r["baseline_clips_per_worker_cpu_s"] = round(read / tb["worker_cpu"])
+            for tag, fast in (("baseline", False), ("baseline_fast", True)):
+                tb = _time_loader(lambda: _baseline_loader(split, batch_size, num_workers, n_batches,
+                                                           fast), n_batches, repeats)
+                r[f"{tag}_clips_per_s_per_worker"] = round(timed / tb["wall"] / workers)
+                if num_workers:
+                    r[f"{tag}_clips_per_worker_cpu_s"] = round(read / tb["worker_cpu"])
         results[fmt] = r
     if print_table:
         _print(results, n_clips, batch_size, num_workers)
@@ -168,13 +187,15 @@ def _print(results: dict, n_clips: int, batch_size: int, num_workers: int) -> No
             "clips/main-CPU-s": "clips_per_main_cpu_s",
             "in-process clips/s": "in_process_clips_per_s", "MB": "mb_on_disk",
             "B/clip": "bytes_per_clip", "plain wds /worker": "baseline_clips_per_s_per_worker",
-            "plain wds /worker-CPU-s": "baseline_clips_per_worker_cpu_s"}
+            "plain wds /worker-CPU-s": "baseline_clips_per_worker_cpu_s",
+            "wds+frombuffer /worker": "baseline_fast_clips_per_s_per_worker",
+            "wds+frombuffer /worker-CPU-s": "baseline_fast_clips_per_worker_cpu_s"}
     cols = {c: k for c, k in cols.items() if k is None or any(k in r for r in results.values())}
     for c in cols:
         table.add_column(c, justify="right")
     for fmt, r in results.items():
         table.add_row(fmt, *[str(r.get(k, "")) for k in list(cols.values())[1:]])
-    Console(width=180).print(table)
+    Console(width=220).print(table)
 
 
 def main(argv=None) -> None:
@@ -185,7 +206,8 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--formats", default="flac,wav,npy")
-    p.add_argument("--baseline", action="store_true", help="also time plain wds + soundfile")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="skip the two plain-webdataset pipelines")
     p.add_argument("--repeats", type=int, default=3, help="epochs timed per loader; best is kept")
     p.add_argument("--dir", default=None, help="where to write the shards (default: a temp dir)")
     a = p.parse_args(argv)

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from wakeword_dist.atomic import replace_dir
 from wakeword_dist.data.audio_io import read_audio_file
 from wakeword_dist.data.shard_writer import ShardWriter
+from wakeword_dist.data.sources import is_url, join_dir
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64", ".opus"}
 FOLDER_KINDS = ("positive", "negative", "hard_negative", "background", "stream")
@@ -64,7 +65,10 @@ def build_shards(src_dir: str | os.PathLike, out_root: str | os.PathLike, *, lay
     content_hash, label_counts}}, "skipped": [{"path", "reason"}], "seconds"}``.
     """
     t0 = time.perf_counter()
-    src, out_root = Path(src_dir), Path(out_root)
+    # out_root: a folder (splits built aside, then swapped in) or a pipe: / URL destination
+    # (ShardWriter streams each shard; a split's index.json goes last, so it marks it complete)
+    remote = is_url(out_root)
+    src, out_root = Path(src_dir), (os.fspath(out_root) if remote else Path(out_root))
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: source directory not found")
     if stream_seconds < MIN_STREAM_SECONDS:
@@ -86,14 +90,15 @@ def build_shards(src_dir: str | os.PathLike, out_root: str | os.PathLike, *, lay
     order = rng.permutation(len(items))  # shards get a mix of words / speakers
     items = [items[i] for i in order]
 
-    tmp = out_root / f".build-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = None if remote else out_root / f".build-{os.getpid()}"
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
     skipped: list[dict] = []
     extra = {"generator": {"name": "build_shards", "layout": layout, "src": str(src),
                            "clip_seconds": clip_seconds}}
 
     def writer(split):
-        return ShardWriter(tmp / split, samples_per_shard, audio_format, sample_rate,
+        return ShardWriter(join_dir(out_root, split) if remote else tmp / split, samples_per_shard, audio_format, sample_rate,
                            label_names=label_names, source=f"{layout}:{src}", seed=seed,
                            extra={**extra, "split": split})
 
@@ -142,7 +147,7 @@ def build_shards(src_dir: str | os.PathLike, out_root: str | os.PathLike, *, lay
         if len(stream_buf) * clip >= MIN_STREAM_SECONDS * sample_rate:  # the remainder
             _write_stream(writers, counters, stream_buf, stream_parts, label_names)
         indexes = {s: w.close() for s, w in writers.items()}
-        for split in indexes:
+        for split in indexes if not remote else ():
             replace_dir(tmp / split, out_root / split)
     except BaseException:
         for w in writers.values():
@@ -150,7 +155,8 @@ def build_shards(src_dir: str | os.PathLike, out_root: str | os.PathLike, *, lay
                 w.abort()
         raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     report = {"layout": layout, "label_names": label_names, "skipped": skipped,
               "splits": {s: {k: ix[k] for k in ("num_samples", "total_seconds", "content_hash",
