@@ -233,3 +233,45 @@ def test_build_shards_to_a_pipe_matches_the_local_build(folder_src, tmp_path):
     for split in local["splits"]:
         for f in sorted((tmp_path / "local" / split).iterdir()):
             assert (out / split / f.name).read_bytes() == f.read_bytes(), f
+
+
+# ------------------------------------------------------------------- a real 2-rank run over HTTP
+@pytest.mark.multiprocess
+@pytest.mark.slow
+def test_two_rank_training_and_evaluation_read_over_http(tiny_shards, tmp_path, serve):
+    """`accelerate launch` with 2 gloo ranks trains from an http:// data.root whose server always
+    cuts one train shard mid-transfer, then evaluates from it: the run completes, the loss is
+    counted and logged with the URL, and checkpoints / metrics are all there."""
+    from tests.conftest import REPO, tiny_overrides
+    from wakeword_dist.train.run_logger import read_metrics
+
+    base, server = serve(tiny_shards)
+    server.cut["/train/shard-000001.tar"] = -1
+    args = ["--config", str(REPO / "configs" / "ci_tiny.yaml"),
+            *tiny_overrides(base, tmp_path, **{"train.job": "baseline", "data.shard_retries": 1,
+                                               "data.shard_retry_delay_s": 0.1})]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+              str(REPO / "launch" / "accelerate" / "cpu_ddp.yaml"), "--num_processes", "2"]
+    proc = subprocess.run([*launch, str(REPO / "launch" / "train.py"), *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "world_size=2" in log
+    url = f"{base}/train/shard-000001.tar"
+    assert f"{url}: curl exit 18: connection closed mid-transfer" in log, log[-3000:]
+
+    run_dir = tmp_path / "ci_tiny" / "baseline" / "seed0"
+    final = json.loads((run_dir / "final.json").read_text())
+    assert final["completed"] and final["world_size"] == 2
+    assert list((run_dir / "checkpoints").iterdir()), "checkpoints written"
+    rows = [m for m in read_metrics(run_dir) if "data/skipped" in m]
+    assert rows and rows[-1]["data/skipped"] > 0, "the cut shard's loss is counted"
+    assert any(p.startswith("/val/") for p in server.requests)  # validation read it too
+
+    proc = subprocess.run([*launch, "-m", "wakeword_dist.cli", "evaluate", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((run_dir / "val_report.json").read_text())
+    assert report["n_unique_keys"] == read_index(tiny_shards / "val")["num_samples"]
+    assert any(p.startswith("/test/") for p in server.requests)
