@@ -39,6 +39,7 @@ def test_run_bench_all_emits_every_figure(tiny_shards, tmp_path, capsys):
     assert {"eager_fp32", "eager_fp16", "eager_bf16", "fold_wn_fp32", "fold_wn+fused_fe_fp32",
             "fold_wn+cl_encoder_fp32", "fold_wn+dense_pos_fp32", "exact_all_fp32"} <= teacher.keys()
     assert "skipped" in teacher["exact_all+compile_fp32"]  # not timed on CPU unless asked
+    assert res["teacher_compile"]["batches"] == {} and "skipped" in res["teacher_compile"]
     for name, row in teacher.items():
         if "skipped" in row:
             continue
@@ -52,6 +53,7 @@ def test_run_bench_all_emits_every_figure(tiny_shards, tmp_path, capsys):
 
     for row in res["online_kd"]["batches"][b].values():
         assert _positive(row["ratio"]) and _positive(row["teacher_only"]["clips_per_s"])
+        assert row["ratio_overlapped"] == row["online_kd_overlapped"]["ratio"] and _positive(row["ratio_overlapped"])
     cached = res["cached_kd"]
     assert _positive(cached["batches"][b]["step_time_ratio"]) and _positive(cached["epoch"]["time_ratio"])
     ddp = res["ddp"]
@@ -80,6 +82,19 @@ def test_goals_verdicts_from_partial_results():
     assert g["P2"]["met"] is None and g["P3"]["met"] is None
     res["plan"]["basis"] = "cpu"
     assert goals(res)["P4"]["value"] == 12000
+
+
+def test_append_adds_sections_to_an_earlier_run_of_the_same_plan(tmp_path):
+    cfg = load_config(REPO / "configs" / "ci_tiny.yaml", [f"data.root={tmp_path / 'none'}"])
+    out = tmp_path / "bench.json"
+    run_bench(cfg, "student", out=out, quick=True)
+    res = run_bench(cfg, "cached_kd", out=out, quick=True, append=True)
+    assert {"student", "cached_kd"} <= res.keys() and json.loads(out.read_text())["student"] == res["student"]
+    assert res["goals"]["P2"]["met"] in (True, False)
+    with pytest.raises(ValueError, match="batch_sizes"):  # another plan: never mixed into one file
+        run_bench(cfg, "student", out=out, quick=True, append=True, batch_sizes=(4,))
+    assert "student" in run_bench(cfg, "student", out=out, quick=True)  # without append: a fresh file
+    assert "cached_kd" not in json.loads(out.read_text())
 
 
 def test_plan_presets_and_overrides(monkeypatch):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from wakeword_dist.train import checkpoint
 from wakeword_dist.train import components as build
-from wakeword_dist.train.recipe import Recipe
+from wakeword_dist.train import recipe as recipe_module
 
 if "WWD_HANG_IN_CHECKPOINT" in os.environ:
     HANG_STEP = int(os.environ["WWD_HANG_IN_CHECKPOINT"])
@@ -39,19 +39,19 @@ if "WWD_HANG_IN_CHECKPOINT" in os.environ:
 
 if "WWD_NAN_AT" in os.environ:
     NAN_RANK, NAN_STEP = (int(x) for x in os.environ["WWD_NAN_AT"].split(":"))
-    _train_step = Recipe._train_step
+    _train_step = recipe_module.train_step  # the one step (train/step.py), as the recipe calls it
 
-    def _train_step_with_nan(self, batch, *rest):
-        if self.accelerator.process_index != NAN_RANK or self.step != NAN_STEP:
-            return _train_step(self, batch, *rest)
-        student = self.accelerator.unwrap_model(self.model)
+    def _train_step_with_nan(parts, batch, step, *rest):
+        if parts.accelerator.process_index != NAN_RANK or step != NAN_STEP:
+            return _train_step(parts, batch, step, *rest)
+        student = parts.accelerator.unwrap_model(parts.model)
         handle = student.register_forward_hook(lambda module, args, out: out * float("nan"))
         try:
-            return _train_step(self, batch, *rest)
+            return _train_step(parts, batch, step, *rest)
         finally:
             handle.remove()
 
-    Recipe._train_step = _train_step_with_nan
+    recipe_module.train_step = _train_step_with_nan
 
 if "WWD_SIGNAL_IN_SETUP" in os.environ:
     SIGNAL = signal.Signals[os.environ["WWD_SIGNAL_IN_SETUP"]]

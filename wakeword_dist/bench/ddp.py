@@ -7,10 +7,11 @@ so forking the ranks (``accelerate.debug_launcher``: fork + gloo over a FileStor
 from a process that initialised CUDA or ran a parallel OpenMP region. Each rank uses one
 intra-op thread (GNU OpenMP is not fork-safe, and 2 ranks x 1 thread fill the 2-core dev box).
 
-Per step a rank does what the recipe does: augment, student forward/backward (DDP all-reduces
-the gradients), grad clip, AdamW, plus the recipe's two small collectives (finite-loss flag,
-loss means); ``2_rank_ddp_only`` leaves those two out. Efficiency = 2-rank clips/s /
-(2 x 1-rank clips/s); ``cpu_efficiency`` the same from rank 0's CPU time per step.
+Per step a rank runs the recipe's own step (``train/step.py: train_step`` via ``BenchStep``):
+augment, student forward/backward (DDP all-reduces the gradients), the step's one small
+all-reduce (finite flag, stop vote, three losses), grad clip, AdamW, scheduler. Efficiency =
+2-rank clips/s / (2 x 1-rank clips/s); ``cpu_efficiency`` the same from rank 0's CPU time per
+step; ``small_allreduce`` what one such small collective costs alone.
 """
 
 from __future__ import annotations
@@ -25,15 +26,14 @@ import time
 from pathlib import Path
 
 
-def _rank_main(cfg_path: str, batch: int, iters: int, warmup: int, rounds: int, out_path: str,
-               recipe_collectives: bool = True) -> None:
+def _rank_main(cfg_path: str, batch: int, iters: int, warmup: int, rounds: int, out_path: str) -> None:
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
     torch.set_num_threads(1)  # first thing in the forked rank, before any parallel region
 
-    from wakeword_dist.bench.workloads import StudentStep, label_names, random_audio
+    from wakeword_dist.bench.workloads import BenchStep, bench_batch, label_names
     from wakeword_dist.config import load_config
 
     cfg = load_config(cfg_path)
@@ -43,16 +43,10 @@ def _rank_main(cfg_path: str, batch: int, iters: int, warmup: int, rounds: int, 
     acc = Accelerator(cpu=True)
     torch.set_num_threads(1)  # after Accelerator: with OMP_NUM_THREADS unset it sets its own count
     labels = label_names(cfg)
-    step = StudentStep(cfg, labels, acc.device, batch, "no", recipe_syncs=False, seed=0)
-    step.model, step.optimizer = acc.prepare(step.model, step.optimizer)
-    audio = random_audio(batch, cfg.data.clip_samples, acc.device, seed=acc.process_index)
-
-    def one():
-        losses = step.step(audio)
-        if acc.num_processes > 1 and recipe_collectives:  # the recipe's one: finite + stop flags, 3 losses
-            flags = torch.ones(2)
-            acc.reduce(torch.cat([flags, torch.stack([losses["loss"], losses["ce"], losses["kd"]]).detach()]),
-                       reduction="sum")
+    # same initial weights on every rank (DDP broadcasts them anyway), a different batch per rank
+    step = BenchStep(cfg, labels, acc.device, batch, "no", seed=0, accelerator=acc,
+                     batch_dict=bench_batch(batch, cfg.data.clip_samples, len(labels), seed=1 + acc.process_index))
+    one = step.step
 
     for _ in range(warmup):
         one()
@@ -95,19 +89,15 @@ def measure_in_this_process(cfg_path: str, batch: int, iters: int, warmup: int, 
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        # 2_rank_ddp_only: without the recipe's extra small all-reduce per step
-        for name, world, collectives in (("1_rank", 1, True), ("2_rank", 2, True), ("2_rank_ddp_only", 2, False)):
+        for name, world in (("1_rank", 1), ("2_rank", 2)):
             out = os.path.join(tmp, f"{name}.json")
-            debug_launcher(_rank_main, args=(cfg_path, batch, iters, warmup, rounds, out, collectives),
-                           num_processes=world)
+            debug_launcher(_rank_main, args=(cfg_path, batch, iters, warmup, rounds, out), num_processes=world)
             results[name] = json.loads(Path(out).read_text())
     one, two = results["1_rank"]["clips_per_s"], results["2_rank"]["clips_per_s"]
-    results["efficiency_ddp_only"] = round(results["2_rank_ddp_only"]["clips_per_s"] / (2 * one), 4)
     results["efficiency"] = round(two / (2 * one), 4)
     # The same from rank 0's CPU time per step: what DDP adds to each rank's work, without the
     # waiting that other jobs on a shared machine cause (equal to the wall figure on idle cores).
     results["cpu_efficiency"] = round(results["1_rank"]["cpu_ms"] / results["2_rank"]["cpu_ms"], 4)
-    results["cpu_efficiency_ddp_only"] = round(results["1_rank"]["cpu_ms"] / results["2_rank_ddp_only"]["cpu_ms"], 4)
     results["threads_per_rank"] = 1
     return results
 

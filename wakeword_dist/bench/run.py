@@ -10,12 +10,18 @@ from the best round. Figures go to stdout and to JSON (default ``bench_out/bench
 
 Sections and the goal each feeds:
 - ``loader``: clips/s per DataLoader worker (``bench/loader.py``, the data owner's) -> P4 >= 8000.
-- ``student``: baseline student step (augment + log-mel + SpecAugment + fwd/bwd + clip + AdamW).
+Every step figure times the recipe's own step, ``train/step.py: train_step`` (``BenchStep``).
+
+- ``student``: baseline student step (augment + log-mel + SpecAugment + fwd/bwd + all-reduce + clip +
+  AdamW + scheduler), plus its front end and augmentation alone.
 - ``teacher``: teacher forward, plain HF eager fp32 / fp16 / bf16 and each ``optimize_teacher``
   rewrite (``models/fast_teacher.py``) in the run dtype, with the max logit error relative to fp32
   -> P3 = best variant within 1e-2 / eager, same dtype and batch, >= 2.
-- ``online_kd``: teacher forward + student step vs the teacher forward alone, back to back
-  -> P1 >= 0.9 (on GPU also with the teacher one batch ahead on a second stream).
+- ``teacher_compile``: the all-exact-rewrites teacher under torch.compile at the compile batches
+  (on GPU: the largest), added to the teacher table and to P3; its own section so that a slow
+  compile can be given (or denied) its own time.
+- ``online_kd``: the online KD step vs the teacher forward alone, back to back, serial and with
+  the teacher one batch ahead (``distill.overlap_teacher``; a second CUDA stream on GPU) -> P1 >= 0.9.
 - ``cached_kd``: student step + KD loss on cached logits vs the baseline step; and one epoch of
   loader + step each way over shards with ``.teacher.npy`` logits -> P2 = epoch time ratio <= 1.1.
 - ``ddp``: 1 vs 2 CPU gloo ranks, same per-rank batch -> P5 = 2-rank / (2 x 1-rank) >= 0.9.
@@ -38,7 +44,7 @@ from wakeword_dist.bench.plan import BenchPlan, make_plan
 from wakeword_dist.bench.timing import first_call_seconds, machine_info, measure, sync
 from wakeword_dist.config import Config
 
-SECTIONS = ("loader", "student", "teacher", "online_kd", "cached_kd", "ddp")
+SECTIONS = ("loader", "student", "teacher", "teacher_compile", "online_kd", "cached_kd", "ddp")
 DEFAULT_OUT = Path("bench_out") / "bench.json"
 LOGIT_TOLERANCE = 1e-2  # max |z - z_fp32| / max |z_fp32| for a teacher variant to count for P3
 GOALS = {  # name: (what, comparison, target)
@@ -93,19 +99,20 @@ def bench_loader_section(cfg: Config, plan: BenchPlan, labels, results, work_dir
 
 
 def bench_student_section(cfg: Config, plan: BenchPlan, labels, results, work_dir) -> dict:
-    from wakeword_dist.bench.workloads import StudentStep, random_audio
+    from wakeword_dist.bench.workloads import BenchStep, random_audio
 
     out = {"name": cfg.student.name, "width": cfg.student.width, "precision": plan.student_precision, "batches": {}}
     for b in plan.batch_sizes:
         audio = random_audio(b, plan.clip_samples, plan.device)
-        step = StudentStep(cfg, labels, plan.device, b, plan.student_precision)
-        out["params"] = sum(p.numel() for p in step.model.parameters())
+        step = BenchStep(cfg, labels, plan.device, b, plan.student_precision)
+        student = step.accelerator.unwrap_model(step.model)
+        out["params"] = sum(p.numel() for p in student.parameters())
         rows = {}
         with torch.no_grad():
-            rows["frontend"] = _timed(plan, lambda: step.model.frontend(audio), b)
+            rows["frontend"] = _timed(plan, lambda: student.frontend(audio), b)
             gen = torch.Generator(device=plan.device).manual_seed(0)
             rows["augment"] = _timed(plan, lambda: step.augment(audio, gen), b)
-        rows["baseline_step"] = _timed(plan, lambda: step.step(audio), b)
+        rows["baseline_step"] = _timed(plan, lambda: step.step(), b)
         for name, r in rows.items():
             _row("student", name, b, r)
         out["batches"][str(b)] = rows
@@ -115,8 +122,7 @@ def bench_student_section(cfg: Config, plan: BenchPlan, labels, results, work_di
 
 
 def bench_teacher_section(cfg: Config, plan: BenchPlan, labels, results, work_dir) -> dict:
-    from wakeword_dist.bench.workloads import (build_variant, frozen, master_teacher, max_rel_err, random_audio,
-                                               reference_precision, teacher_variants)
+    from wakeword_dist.bench.workloads import frozen, master_teacher, random_audio, reference_precision, teacher_variants
 
     hf = master_teacher(plan, labels)
     out = {"arch": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.teacher_arch.items()},
@@ -129,32 +135,69 @@ def bench_teacher_section(cfg: Config, plan: BenchPlan, labels, results, work_di
             ref = reference(audio)
         del reference
         rows = {}
-        for name, spec in teacher_variants(plan, b).items():
-            torch.backends.cudnn.benchmark = bool(spec.get("cudnn_benchmark"))
-            try:
-                model = build_variant(spec, hf, labels, plan.device)
-                first = first_call_seconds(lambda: model(audio), plan.device)  # compile / capture included
-                err = max_rel_err(model(audio), ref)
-                r = _timed(plan, lambda: model(audio), b)
-                r.update(dtype=spec["dtype"], exact=spec["exact"], max_rel_err=err, first_call_s=first,
-                         note=spec["note"])
-                if hasattr(model, "fast_teacher"):
-                    r["applied"] = model.fast_teacher
-            except Exception as exc:  # noqa: BLE001 - one failing variant (OOM, no compiler) must not end the run
-                r = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                     "dtype": spec["dtype"], "exact": spec["exact"]}
-            rows[name] = r
+        for name, spec in teacher_variants(plan).items():
+            rows[name] = r = _time_variant(plan, spec, hf, labels, audio, ref, b)
             _row("teacher", name, b, r, "" if "error" in r else
                  f"  err {r['max_rel_err']:.1e}  first {r['first_call_s']:.2f} s")
-            model = None
-            torch.backends.cudnn.benchmark = False
-            _free(plan.device)
-        if b not in plan.compile_batches:
-            rows[f"exact_all+compile_{plan.teacher_dtype}"] = {
-                "skipped": "torch.compile timed only with compile=True / --compile (default: on GPU, largest batch)",
-                "dtype": plan.teacher_dtype, "exact": True}
+        rows[f"exact_all+compile_{plan.teacher_dtype}"] = {
+            "skipped": "torch.compile is timed by the teacher_compile section, at the compile batches "
+                       "(compile=True / --compile; default: on GPU, the largest batch)",
+            "dtype": plan.teacher_dtype, "exact": True}
         out["batches"][str(b)] = rows
     out["p3"] = _p3(out, plan)
+    return out
+
+
+def _time_variant(plan: BenchPlan, spec: dict, hf, labels, audio, ref, b: int) -> dict:
+    """One teacher variant: first call (compile / capture included), logit error, timed rounds."""
+    torch.backends.cudnn.benchmark = bool(spec.get("cudnn_benchmark"))
+    model = None
+    try:
+        from wakeword_dist.bench.workloads import build_variant, max_rel_err
+
+        model = build_variant(spec, hf, labels, plan.device)
+        first = first_call_seconds(lambda: model(audio), plan.device)
+        err = max_rel_err(model(audio), ref)
+        r = _timed(plan, lambda: model(audio), b)
+        r.update(dtype=spec["dtype"], exact=spec["exact"], max_rel_err=err, first_call_s=first, note=spec["note"])
+        if hasattr(model, "fast_teacher"):
+            r["applied"] = model.fast_teacher
+    except Exception as exc:  # noqa: BLE001 - one failing variant (OOM, no compiler) must not end the run
+        r = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+             "dtype": spec["dtype"], "exact": spec["exact"]}
+    finally:
+        model = None
+        torch.backends.cudnn.benchmark = False
+        _free(plan.device)
+    return r
+
+
+def bench_teacher_compile_section(cfg: Config, plan: BenchPlan, labels, results, work_dir) -> dict:
+    """torch.compile of the all-exact teacher at ``plan.compile_batches``; its rows replace the
+    teacher table's "skipped" ones and P3 is taken again (when the teacher section ran)."""
+    from wakeword_dist.bench.workloads import (compile_variant, frozen, master_teacher, random_audio,
+                                               reference_precision)
+
+    out = {"batches": {}, "compile_batches": list(plan.compile_batches)}
+    if not plan.compile_batches:
+        out["skipped"] = "no compile batches (compile=False; on CPU pass --compile)"
+        return out
+    hf = master_teacher(plan, labels)
+    name, spec = compile_variant(plan)
+    for b in plan.compile_batches:
+        audio = random_audio(b, plan.clip_samples, plan.device)
+        reference = frozen(hf, labels, "fp32", plan.device)
+        with reference_precision(plan.device):
+            ref = reference(audio)
+        del reference
+        r = _time_variant(plan, spec, hf, labels, audio, ref, b)
+        _row("teacher", name, b, r, "" if "error" in r else
+             f"  err {r['max_rel_err']:.1e}  first {r['first_call_s']:.2f} s")
+        out["batches"][str(b)] = {name: r}
+        if "teacher" in results and str(b) in results["teacher"].get("batches", {}):
+            results["teacher"]["batches"][str(b)][name] = r
+    if "teacher" in results and "batches" in results["teacher"]:
+        results["teacher"]["p3"] = _p3(results["teacher"], plan)
     return out
 
 
@@ -182,40 +225,34 @@ def _best_teacher_name(results: dict, plan: BenchPlan, batch: int) -> str:
 
 
 def bench_online_kd_section(cfg: Config, plan: BenchPlan, labels, results, work_dir) -> dict:
-    from wakeword_dist.bench.workloads import (OverlappedOnlineKD, StudentStep, build_variant, master_teacher,
-                                               no_host_syncs, random_audio, teacher_variants)
+    """Per batch and teacher (plain eager, and the teacher section's best exact variant): the
+    teacher forward alone, the recipe's online KD step serial, and with the teacher one batch
+    ahead; each step's ratio to the teacher alone (P1)."""
+    from wakeword_dist.bench.workloads import BenchStep, build_variant, master_teacher, random_audio, teacher_variants
 
     hf = master_teacher(plan, labels)
     out = {"batches": {}}
     for b in plan.batch_sizes:
         audio = random_audio(b, plan.clip_samples, plan.device)
-        specs = teacher_variants(plan, b)
+        specs = teacher_variants(plan)
         rows = {}
         for name in dict.fromkeys([f"eager_{plan.teacher_dtype}", _best_teacher_name(results, plan, b)]):
             torch.backends.cudnn.benchmark = bool(specs[name].get("cudnn_benchmark"))
             teacher = build_variant(specs[name], hf, labels, plan.device)
-            step = StudentStep(cfg, labels, plan.device, b, plan.student_precision, teacher=teacher)
             t_only = _timed(plan, lambda: teacher(audio), b)
-            kd = _timed(plan, lambda: step.step(audio), b)
-            row = {"teacher_only": t_only, "online_kd": kd, "ratio": round(_speed(plan, kd) / _speed(plan, t_only), 4),
-                   "basis": plan.basis}
+            row = {"teacher_only": t_only, "basis": plan.basis}
             _row("online_kd", f"teacher {name}", b, t_only)
-            _row("online_kd", f"teacher+student {name}", b, kd, f"  ratio {row['ratio']:.3f}")
-            if plan.device.type == "cuda":
-                with no_host_syncs():
-                    step.recipe_syncs = False
-                    row["online_kd_no_host_syncs"] = _timed(plan, lambda: step.step(audio), b)
-                    overlapped = OverlappedOnlineKD(step)
-                    row["online_kd_overlapped"] = _timed(plan, lambda: overlapped.step(audio), b)
-                    step.recipe_syncs = True
-                # what the recipe runs with distill.overlap_teacher today: ahead, with its host syncs
-                recipe_ahead = OverlappedOnlineKD(step)
-                row["online_kd_overlapped_recipe"] = _timed(plan, lambda: recipe_ahead.step(audio), b)
-                for k in ("online_kd_no_host_syncs", "online_kd_overlapped", "online_kd_overlapped_recipe"):
-                    row[k]["ratio"] = round(_speed(plan, row[k]) / _speed(plan, t_only), 4)
-                    _row("online_kd", f"{k[10:]} {name}", b, row[k], f"  ratio {row[k]['ratio']:.3f}")
+            for key, overlap in (("online_kd", False), ("online_kd_overlapped", True)):
+                step = BenchStep(cfg, labels, plan.device, b, plan.student_precision, teacher=teacher, overlap=overlap)
+                row[key] = r = _timed(plan, lambda: step.step(), b)
+                r["ratio"] = round(_speed(plan, r) / _speed(plan, t_only), 4)
+                _row("online_kd", f"{'ahead' if overlap else 'serial'} step, teacher {name}", b, r,
+                     f"  ratio {r['ratio']:.3f}")
+                del step
+            row["ratio"] = row["online_kd"]["ratio"]
+            row["ratio_overlapped"] = row["online_kd_overlapped"]["ratio"]
             rows[name] = row
-            del teacher, step
+            del teacher
             torch.backends.cudnn.benchmark = False
             _free(plan.device)
         out["batches"][str(b)] = rows
@@ -240,43 +277,36 @@ def _write_logit_split(split_dir: Path, labels, n_clips: int, clip_samples: int,
 def _epoch_seconds(cfg, plan: BenchPlan, labels, split: Path, cached: bool) -> tuple[float, float]:
     """(wall s, process CPU s) of batches 2..n of one epoch: load -> device -> step (cached: KD on the
     loaded logits). Process CPU covers the loader only when it runs in-process (0 workers)."""
-    from wakeword_dist.bench.workloads import StudentStep
+    from wakeword_dist.bench.workloads import BenchStep
     from wakeword_dist.data.reader import make_train_loader
 
     b = plan.epoch_batch
-    step = StudentStep(cfg, labels, plan.device, b, plan.student_precision,
-                       logits=torch.zeros(b, len(labels)) if cached else None)
+    step = BenchStep(cfg, labels, plan.device, b, plan.student_precision,
+                     logits=torch.zeros(b, len(labels)) if cached else None)
     loader = make_train_loader(split, batch_size=b, batches_per_epoch=plan.epoch_batches, rank=0, world_size=1,
                                seed=0, epoch=0, num_workers=plan.epoch_workers, clip_samples=plan.clip_samples,
                                expected_sample_rate=cfg.data.sample_rate, with_teacher_logits=cached)
 
-    def run(batch):
-        audio = batch["audio"].to(plan.device, non_blocking=True)
-        step.labels = batch["label"].to(plan.device)
-        logits = batch["teacher_logits"].to(plan.device) if cached else None
-        step.student_update(step.augmented(audio), logits)
-
     it = iter(loader)
-    run(next(it))  # worker start-up, shuffle-buffer fill, first-call costs: not timed
+    step.step(next(it))  # worker start-up, shuffle-buffer fill, first-call costs: not timed
     sync(plan.device)
     c0, t0 = time.process_time(), time.perf_counter()
-    for batch in it:
-        run(batch)
+    for batch in it:  # the loader's batch as the recipe gets it: the step moves it to the device
+        step.step(batch)
     sync(plan.device)
     return time.perf_counter() - t0, time.process_time() - c0
 
 
 def bench_cached_kd_section(cfg: Config, plan: BenchPlan, labels, results, work_dir: Path) -> dict:
-    from wakeword_dist.bench.workloads import StudentStep, random_audio
+    from wakeword_dist.bench.workloads import BenchStep
 
     out = {"batches": {}}
     for b in plan.batch_sizes:
-        audio = random_audio(b, plan.clip_samples, plan.device)
         logits = torch.randn(b, len(labels), generator=torch.Generator().manual_seed(0))
-        base = StudentStep(cfg, labels, plan.device, b, plan.student_precision)
-        cached = StudentStep(cfg, labels, plan.device, b, plan.student_precision, logits=logits)
-        rb = _timed(plan, lambda: base.step(audio), b)
-        rc = _timed(plan, lambda: cached.step(audio), b)
+        base = BenchStep(cfg, labels, plan.device, b, plan.student_precision)
+        cached = BenchStep(cfg, labels, plan.device, b, plan.student_precision, logits=logits)
+        rb = _timed(plan, lambda: base.step(), b)
+        rc = _timed(plan, lambda: cached.step(), b)
         row = {"baseline_step": rb, "cached_kd_step": rc, "basis": plan.basis,
                "step_time_ratio": round(_speed(plan, rb) / _speed(plan, rc), 4)}
         _row("cached_kd", "baseline step", b, rb)
@@ -316,16 +346,15 @@ def bench_ddp_section(cfg: Config, plan: BenchPlan, labels, results, work_dir) -
 
     r = run_weak_scaling(cfg, batch=plan.ddp_batch, iters=plan.ddp_iters, warmup=plan.ddp_warmup,
                          rounds=plan.ddp_rounds)
-    for world in ("1_rank", "2_rank", "2_rank_ddp_only"):
+    for world in ("1_rank", "2_rank"):
         _row("ddp", f"{world} CPU gloo, 1 thread/rank", plan.ddp_batch, r[world])
     _say(f"  ddp        weak-scaling efficiency {r['efficiency']:.3f} (wall), {r['cpu_efficiency']:.3f} (rank CPU "
-         f"time); without the recipe's extra all-reduce {r['efficiency_ddp_only']:.3f} / "
-         f"{r['cpu_efficiency_ddp_only']:.3f}")
+         f"time); one small all-reduce {r['2_rank'].get('small_allreduce')}")
     return r
 
 
 SECTION_FNS = {"loader": bench_loader_section, "student": bench_student_section, "teacher": bench_teacher_section,
-               "online_kd": bench_online_kd_section, "cached_kd": bench_cached_kd_section, "ddp": bench_ddp_section}
+               "teacher_compile": bench_teacher_compile_section, "online_kd": bench_online_kd_section, "cached_kd": bench_cached_kd_section, "ddp": bench_ddp_section}
 
 
 # ------------------------------------------------------------------------------------- goals
@@ -336,8 +365,13 @@ def goals(results: dict) -> dict:
     if (ok := results.get("online_kd", {}).get("batches")):
         rows = top(ok)
         name = list(rows)[-1]  # the optimised teacher (the eager one is first)
-        values["P1"] = (rows[name]["ratio"], f"teacher {name}, batch {max(ok, key=int)}; "
-                        + ", ".join(f"{n}: {r['ratio']}" for n, r in rows.items()))
+        # the better of the recipe's two ways (serial, teacher ahead): the one its default should be
+        ahead = rows[name].get("ratio_overlapped")
+        best, how = (ahead, "teacher ahead") if ahead is not None and ahead > rows[name]["ratio"] else \
+            (rows[name]["ratio"], "serial")
+        values["P1"] = (best, f"teacher {name}, batch {max(ok, key=int)}, {how}; "
+                        + ", ".join(f"{n}: serial {r['ratio']}, ahead {r.get('ratio_overlapped')}"
+                                    for n, r in rows.items()))
     if (e := results.get("cached_kd", {}).get("epoch")):
         steps = results["cached_kd"]["batches"]
         values["P2"] = (e["time_ratio"], f"epoch of {e['timed_batches']} x {e['batch']} clips; step-only ratio "
@@ -379,7 +413,7 @@ def print_goals(g: dict) -> None:
 # ------------------------------------------------------------------------------------- entry
 def run_bench(cfg: Config, what: str = "all", out: str | os.PathLike | None = None, *, shapes: str = "auto",
               batch_sizes=None, compile: bool | None = None, quick: bool | None = None,
-              strict: bool = True) -> dict:
+              strict: bool = True, append: bool = False) -> dict:
     """Measure ``what`` (``all`` or one section), print the figures and P1-P5, write JSON.
 
     Args:
@@ -392,6 +426,9 @@ def run_bench(cfg: Config, what: str = "all", out: str | os.PathLike | None = No
         compile: time torch.compile variants (default: on GPU only).
         quick: one timed call per workload (tests); default from ``WAKEWORD_BENCH_QUICK``.
         strict: raise ``RuntimeError`` after writing the JSON if any section failed.
+        append: keep the sections already in ``out`` (same shapes, device, batches and dtypes, else
+            ``ValueError``) and add these, goals taken over all: one benchmark split over several
+            processes, each under its own time limit (``launch/gpu_check.py``).
     Returns the results dict (also written to ``out``).
     """
     from wakeword_dist.atomic import write_json_atomic
@@ -408,6 +445,8 @@ def run_bench(cfg: Config, what: str = "all", out: str | os.PathLike | None = No
     labels = label_names(cfg)
     results: dict = {"machine": machine_info(plan.device), "plan": plan.to_dict(),
                      "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if append and out.is_file():
+        results = {**_previous_results(out, plan), **results}
     m = results["machine"]
     _say(f"[bench] {what} | shapes={plan.shapes} device={plan.device} {m.get('gpu', '')} cpus={m['cpu_count']} "
          f"load={m.get('load_avg_1min')} threads={plan.threads or m['torch_threads']} batches={list(plan.batch_sizes)} "
@@ -440,6 +479,20 @@ def run_bench(cfg: Config, what: str = "all", out: str | os.PathLike | None = No
     return results
 
 
+def _previous_results(path: Path, plan: BenchPlan) -> dict:
+    """The sections of an earlier run in ``path``, if it measured the same thing as ``plan``."""
+    import json
+
+    previous = json.loads(path.read_text())
+    now = plan.to_dict()
+    for key in ("shapes", "device", "batch_sizes", "clip_samples", "teacher_dtype", "student_precision"):
+        if previous.get("plan", {}).get(key) != now[key]:
+            raise ValueError(f"bench --append: {path} holds a run with {key}={previous.get('plan', {}).get(key)!r}, "
+                             f"this one has {now[key]!r}; write to another --out")
+    previous.pop("goals", None)
+    return previous
+
+
 def main(argv=None) -> int:
     from wakeword_dist.config import load_config
 
@@ -453,14 +506,15 @@ def main(argv=None) -> int:
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--quick", action="store_true", default=None, help="one timed call per workload")
     p.add_argument("--keep-going", action="store_true", help="exit 0 even if a section failed")
+    p.add_argument("--append", action="store_true", help="add these sections to those already in --out")
     p.add_argument("overrides", nargs="*", help="dotted config overrides")
     a = p.parse_args(argv)
     cfg = load_config(a.config, a.overrides)
     batches = tuple(int(x) for x in a.batch.split(",")) if a.batch else None
     try:
         run_bench(cfg, a.what, a.out, shapes=a.shapes, batch_sizes=batches, compile=a.compile,
-                  quick=a.quick, strict=not a.keep_going)
-    except RuntimeError as exc:
+                  quick=a.quick, strict=not a.keep_going, append=a.append)
+    except (RuntimeError, ValueError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     return 0

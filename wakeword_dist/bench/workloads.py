@@ -1,9 +1,10 @@
 """The measured workloads, built from the config the way the recipe builds them.
 
-- ``StudentStep``: augment (``WaveAugment``) -> student (log-mel front end + SpecAugment + body)
-  under the student autocast -> ``KDLoss`` -> backward -> grad clip -> AdamW, i.e. the work of
-  ``Recipe._train_step`` minus Accelerate's wrappers. ``teacher=`` makes it the online KD step;
-  ``logits=`` (pinned CPU logits copied in per step, as the loader delivers them) the cached one.
+- ``BenchStep``: the recipe's own training step (``train/step.py: train_step``: augment, teacher,
+  student under autocast, KD/CE loss, the step's all-reduce, backward, clip, AdamW, scheduler) on
+  one fixed batch shaped like the loader's (host tensors). ``teacher=`` makes it the online KD
+  step (``overlap=True``: the teacher one batch ahead, ``distill.overlap_teacher``); ``logits=``
+  the cached one (logits in the batch, copied in per step as the loader delivers them).
 - ``teacher_variants``: the same random-init HF teacher as plain HF eager in fp32 / fp16 / bf16 and
   with each ``optimize_teacher`` rewrite in the run dtype, plus the (inexact) truncations.
 """
@@ -12,24 +13,26 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
 import torch
 
-from wakeword_dist.augment import WaveAugment
 from wakeword_dist.bench.plan import BenchPlan
 from wakeword_dist.config import Config
 from wakeword_dist.distill.ahead import TeacherAhead
 from wakeword_dist.distill.loss import KDLoss
 from wakeword_dist.models.fast_teacher import optimize_teacher, truncated_copy
-from wakeword_dist.models.teacher import DTYPES, TeacherModel, build_teacher_from_scratch
+from wakeword_dist.models.teacher import TeacherModel, build_teacher_from_scratch
+from wakeword_dist.train.signals import StopFlag
+from wakeword_dist.train.step import StepParts, StepResult, train_step
 
 
 def label_names(cfg: Config) -> list[str]:
     """The dataset's labels when its train index exists, else negative + the wake phrase."""
-    from pathlib import Path
-
     index = Path(cfg.data.root) / "train" / "index.json"
     if index.is_file():
         import json
@@ -59,8 +62,9 @@ def frozen(hf: torch.nn.Module, labels: list[str], dtype: str, device) -> Teache
     return t.freeze().to(device)
 
 
-def teacher_variants(plan: BenchPlan, batch: int) -> dict[str, dict]:
-    """name -> {"dtype", "make": (hf, labels) -> module, "exact": bool, "note"}; in timing order."""
+def teacher_variants(plan: BenchPlan) -> dict[str, dict]:
+    """name -> {"dtype", "opts", "exact": bool, "note", ...}; in timing order (torch.compile: see
+    ``compile_variant``)."""
     d = plan.teacher_dtype
     gpu = plan.device.type == "cuda"
     variants = {f"eager_{x}": {"dtype": x, "opts": None, "exact": True,
@@ -75,8 +79,6 @@ def teacher_variants(plan: BenchPlan, batch: int) -> dict[str, dict]:
     }
     if gpu:
         exact["exact_all+cuda_graphs"] = dict(all_exact, cuda_graphs=True)
-    if batch in plan.compile_batches:
-        exact["exact_all+compile"] = dict(all_exact, compile=True)
     if gpu:  # cuDNN autotuning for the fixed conv shapes (the recipe leaves it off)
         variants[f"eager_{d}+cudnn_benchmark"] = {"dtype": d, "opts": None, "exact": True, "cudnn_benchmark": True,
                                                  "note": "plain HF model, torch.backends.cudnn.benchmark=True"}
@@ -86,6 +88,13 @@ def teacher_variants(plan: BenchPlan, batch: int) -> dict[str, dict]:
         variants[f"truncate{n}_{d}"] = {"dtype": d, "opts": None, "truncate": n, "exact": False,
                                         "note": f"only the first {n} transformer layers: changes the logits"}
     return variants
+
+
+def compile_variant(plan: BenchPlan) -> tuple[str, dict]:
+    """(name, spec) of the all-exact-rewrites teacher under torch.compile (the teacher_compile section)."""
+    opts = dict(fold_weight_norm=True, channels_last_encoder=True, dense_pos_conv=True, compile=True)
+    return f"exact_all+compile_{plan.teacher_dtype}", {"dtype": plan.teacher_dtype, "opts": opts, "exact": True,
+                                                       "note": "optimize_teacher + torch.compile"}
 
 
 def build_variant(spec: dict, hf, labels, device) -> torch.nn.Module:
@@ -118,125 +127,122 @@ def reference_precision(device: torch.device):
 
 
 # ------------------------------------------------------------------------------ student
-def _noise_bank(clips: int, samples: int, seed: int = 1) -> torch.Tensor:
-    from wakeword_dist.data.noise import coloured_noise
-
-    rng = np.random.default_rng(seed)
-    return torch.from_numpy(np.stack([coloured_noise(rng, samples, "pink", -20.0) for _ in range(clips)]))
+_NOISE_DIRS: dict = {}  # (clips, samples, sample rate) -> TemporaryDirectory with a background split
 
 
-def augmenter(cfg: Config, device) -> WaveAugment:
-    """``WaveAugment`` as the recipe configures it, with a generated noise bank in place of the
-    background split (64 pink-noise clips; speed does not depend on which noise)."""
-    a = cfg.augment
-    noise = _noise_bank(64, cfg.data.clip_samples) if a.noise_prob > 0 else None
-    return WaveAugment(noise_bank=noise, snr_db=(a.snr_db_min, a.snr_db_max), noise_prob=a.noise_prob,
-                       rir_prob=a.rir_prob, gain_db=(-a.gain_db, a.gain_db), shift_ms=a.shift_ms,
-                       sample_rate=cfg.data.sample_rate).to(device)
+def _background_split(clips: int, samples: int, sample_rate: int) -> Path:
+    """A background split of ``clips`` pink-noise clips (wav), written once per process: the
+    recipe's augmenter reads its noise bank from such a split (speed does not depend on which noise)."""
+    key = (clips, samples, sample_rate)
+    if key not in _NOISE_DIRS:
+        from wakeword_dist.data.noise import coloured_noise
+        from wakeword_dist.data.shard_writer import ShardWriter
+
+        tmp = tempfile.TemporaryDirectory(prefix="bench-noise-")
+        rng = np.random.default_rng(1)
+        with ShardWriter(Path(tmp.name) / "background", 1000, "wav", sample_rate, label_names=["noise"],
+                         source="bench", seed=1) as w:
+            for i in range(clips):
+                w.write(f"noise-{i:05d}", coloured_noise(rng, samples, "pink", -20.0),
+                        {"label": 0, "label_name": "noise"})
+        _NOISE_DIRS[key] = tmp
+    return Path(_NOISE_DIRS[key].name) / "background"
 
 
-@contextlib.contextmanager
-def no_host_syncs():
-    """Bench-only: turn KDLoss's teacher-logit finiteness check (a device->host sync) off."""
-    import wakeword_dist.distill.loss as loss_mod
+def augmenter(cfg: Config, device):
+    """The recipe's augmenter (``train/components.py: augmenter``) with a generated 64-clip
+    background split when the config's data root has none."""
+    from wakeword_dist.train import components as build
 
-    original = loss_mod.check_teacher_logits
-    loss_mod.check_teacher_logits = lambda logits: None
-    try:
-        yield
-    finally:
-        loss_mod.check_teacher_logits = original
+    root = Path(cfg.data.root)
+    background = root / "background"
+    if not (background / "index.json").is_file():
+        background = _background_split(64, cfg.data.clip_samples, cfg.data.sample_rate)
+    return build.augmenter(cfg, SimpleNamespace(root=root, background_dir=background), device)
 
 
-class StudentStep:
-    """One training step of the configured student; call ``step(audio)`` with (B, S) on the device.
+def bench_accelerator(precision: str, device) -> "Accelerator":  # noqa: F821 - accelerate imported here
+    """An Accelerator with the student autocast ``precision`` on ``device``'s type.
+
+    Accelerate keeps one process-wide state whose mixed precision cannot change once set; the
+    benchmark times steps of another precision than a recipe or test run before it in the same
+    process may have used, so it starts that state afresh when it must (the process group, if
+    any, is kept)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    cpu = torch.device(device).type == "cpu"
+    if state and (state.get("_mixed_precision") != precision or (cpu and state["device"].type != "cpu")):
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=precision, cpu=cpu)
+
+
+def bench_batch(batch: int, samples: int, n_classes: int, *, seed: int = 0, logits: torch.Tensor | None = None) -> dict:
+    """A batch as the train loader yields it (host tensors): ``audio`` (B, S) float32 noise at about
+    -20 dBFS RMS, ``label`` (B,) int64 in [0, C), ``hard_negative`` (B,) bool (a fifth), ``key``,
+    and ``teacher_logits`` (B, C) when ``logits`` is given (cached mode)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {"audio": 0.1 * torch.randn(batch, samples, generator=gen),
+           "label": torch.randint(0, n_classes, (batch,), generator=gen),
+           "hard_negative": torch.rand(batch, generator=gen) < 0.2,
+           "key": [f"bench-{seed}-{i:07d}" for i in range(batch)]}
+    if logits is not None:
+        out["teacher_logits"] = logits
+    return out
+
+
+class BenchStep:
+    """The recipe's training step (``train/step.py: train_step``) on a fixed batch; ``step()`` is one
+    call of it, with the step index counting up (per-step augmentation seed, LR schedule).
+
+    Built as ``Recipe.setup`` builds it: student from ``trainable_model`` (seeded), KDLoss with the
+    job's alpha, AdamW + warm-up/cosine LambdaLR, ``accelerator.prepare(model, optimizer)``.
 
     Args:
-        teacher: online KD (a frozen teacher module, run under no_grad on the augmented audio).
-        logits: cached KD, (B, C) float32 logits on the CPU (pinned), copied in every step.
-        recipe_syncs: also make the recipe's per-step host syncs (finite-loss flag and the three
-            reduced loss values as Python floats); KDLoss's logit check syncs regardless.
+        teacher: online KD, a frozen teacher module ((B, S) -> (B, C)), called under no_grad.
+        logits: cached KD, (B, C) float32 CPU logits carried in the batch.
+        overlap: with ``teacher``: the teacher one batch ahead (``distill.overlap_teacher``); the
+            same batch is fed as the next one every step (speed is what is measured).
+        accelerator: share one (DDP ranks, a test next to a recipe); default ``bench_accelerator``.
+        batch_dict: the batch to train on; default ``bench_batch(batch, ...)``.
     """
 
     def __init__(self, cfg: Config, labels: list[str], device, batch: int, precision: str, *,
-                 teacher: Callable | None = None, logits: torch.Tensor | None = None,
-                 recipe_syncs: bool = True, seed: int = 0):
+                 teacher: Callable | None = None, logits: torch.Tensor | None = None, overlap: bool = False,
+                 seed: int = 0, accelerator=None, batch_dict: dict | None = None):
         from wakeword_dist.train.components import trainable_model
+        from wakeword_dist.train.recipe import warmup_cosine
 
-        self.cfg, self.device = cfg, torch.device(device)
+        if overlap and teacher is None:
+            raise ValueError("BenchStep: overlap=True needs a teacher (online KD)")
+        self.accelerator = acc = accelerator or bench_accelerator(precision, device)
+        self.device = acc.device
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.model, _ = trainable_model(cfg, "baseline", labels)
-        self.model.to(self.device).train()
+            model, _ = trainable_model(cfg, "baseline", labels)
+        model.to(self.device)
+        kd = "online" if teacher is not None else "cached" if logits is not None else None
+        t = cfg.train
+        optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(t.warmup_steps, t.epochs * t.batches_per_epoch))
+        self.model, self.optimizer = acc.prepare(model, optimizer)
         self.augment = augmenter(cfg, self.device)
-        kd = teacher is not None or logits is not None
-        self.loss_fn = KDLoss(alpha=cfg.distill.alpha if kd else 0.0, temperature=cfg.distill.temperature,
-                              hard_negative_weight=cfg.distill.hard_negative_weight)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr,
-                                           weight_decay=cfg.train.weight_decay)
-        self.teacher, self.recipe_syncs = teacher, recipe_syncs
-        self.logits = None
-        if logits is not None:
-            self.logits = logits.pin_memory() if self.device.type == "cuda" else logits
-        gen = torch.Generator().manual_seed(seed + 1)
-        self.labels = torch.randint(-1, len(labels), (batch,), generator=gen).to(self.device)
-        self.hard = (torch.rand(batch, generator=gen) < 0.2).to(self.device)
-        self.autocast = dict(device_type=self.device.type, dtype=DTYPES.get(precision, torch.float32),
-                             enabled=precision in ("fp16", "bf16"))
+        self.parts = StepParts(
+            accelerator=acc, model=self.model, optimizer=self.optimizer, scheduler=scheduler,
+            loss_fn=KDLoss(alpha=cfg.distill.alpha if kd else 0.0, temperature=cfg.distill.temperature,
+                           hard_negative_weight=cfg.distill.hard_negative_weight),
+            augment=self.augment, stop=StopFlag(), seed=t.seed, grad_clip=t.grad_clip,
+            label_fraction=cfg.data.label_fraction, kd=kd, teacher_fn=teacher,
+            ahead=TeacherAhead(teacher, self.device) if overlap else None, teacher_dtype=cfg.teacher.dtype)
+        self.batch = batch_dict if batch_dict is not None else bench_batch(
+            batch, cfg.data.clip_samples, len(labels), seed=seed + 1, logits=logits)
         self.n = 0
 
-    def teacher_logits(self, audio: torch.Tensor) -> torch.Tensor | None:
-        if self.teacher is not None:
-            with torch.no_grad():
-                return self.teacher(audio)
-        if self.logits is not None:
-            return self.logits.to(self.device, non_blocking=True)
-        return None
-
-    def augmented(self, audio: torch.Tensor) -> torch.Tensor:
+    def step(self, batch: dict | None = None) -> StepResult:
+        """One training step on ``batch`` (default: the fixed one), as step number ``self.n``."""
+        batch = self.batch if batch is None else batch
+        result = train_step(self.parts, batch, self.n, batch if self.parts.ahead else None)
         self.n += 1
-        gen = torch.Generator(device=self.device).manual_seed(self.n)
-        return self.augment(audio, gen)
-
-    def student_update(self, audio: torch.Tensor, teacher_logits: torch.Tensor | None) -> dict:
-        with torch.autocast(**self.autocast):
-            logits = self.model(audio)
-        losses = self.loss_fn(logits, teacher_logits, self.labels, self.hard)
-        if self.recipe_syncs:
-            bool(torch.isfinite(losses["loss"]))
-        losses["loss"].backward()
-        if self.cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.recipe_syncs:
-            torch.stack([losses["loss"], losses["ce"], losses["kd"]]).detach().double().tolist()
-        return losses
-
-    def step(self, audio: torch.Tensor) -> dict:
-        x = self.augmented(audio)
-        return self.student_update(x, self.teacher_logits(x))
-
-
-class OverlappedOnlineKD:
-    """Online KD with the teacher one batch ahead, as the recipe runs it with
-    ``distill.overlap_teacher`` (``distill/ahead.py``: a second CUDA stream on GPU).
-
-    Step n launches the teacher forward of the next batch, then runs the student update of
-    batch n with the logits launched during step n-1. The same batch is fed every step here:
-    speed is what is measured."""
-
-    def __init__(self, step: StudentStep):
-        self.s = step
-        self.ahead = TeacherAhead(step.teacher, step.device)
-        self.n = 0
-
-    def step(self, audio: torch.Tensor) -> dict:
-        ready = self.ahead.take(self.n)
-        if ready is None:  # the first step: nothing was launched for it
-            x = self.s.augmented(audio)
-            with torch.no_grad():
-                ready = (x, self.s.teacher(x))
-        self.n += 1
-        self.ahead.launch(self.n, self.s.augmented(audio))
-        return self.s.student_update(*ready)
+        return result

@@ -4,7 +4,8 @@ Reads top to bottom: `setup()` builds everything, `train()` runs the loop, `clea
 loggers. The same code runs as `python launch/train.py` (one process, debug), as
 `accelerate launch launch/train.py` (DDP over GPUs/nodes, or gloo CPU ranks) and from
 `wakeword-dist train`. Accelerate is the only distributed API used here; the ZeRO-3 teacher
-placement goes through `distill.placement`.
+placement goes through `distill.placement`. The training step itself is `train/step.py:
+train_step`, which the benchmark (`bench/`) times as it is.
 
 Job differences, and nothing else:
 - teacher:  the HF teacher is the trainable model; CE on every label.
@@ -18,7 +19,6 @@ import hashlib
 import math
 import os
 import time
-import zlib
 from pathlib import Path
 
 import torch
@@ -32,21 +32,13 @@ from wakeword_dist.distill.loss import KDLoss
 from wakeword_dist.train import checkpoint as ckpt
 from wakeword_dist.train import components as build
 from wakeword_dist.train.run_logger import RunLogger
-from wakeword_dist.models.frontend import as_batch_audio
+from wakeword_dist.train.step import StepParts, label_keep_mask, train_step
 from wakeword_dist.eval.report import to_jsonable
 from wakeword_dist.errors import EXIT_REQUEUE, TrainingFailed, TrainingStopped
 from wakeword_dist.train.signals import StopFlag
 from wakeword_dist.train.validate import validate
 
 __all__ = ["Recipe", "run", "label_keep_mask", "EXIT_REQUEUE", "TrainingFailed", "TrainingStopped"]
-
-
-def label_keep_mask(keys: list[str], fraction: float) -> torch.Tensor:
-    """Which clips keep their label for the student: a stable hash of the key, not the RNG,
-    so baseline and distill hide exactly the same labels whatever the rank or resume point."""
-    if fraction >= 1.0:
-        return torch.ones(len(keys), dtype=torch.bool)
-    return torch.tensor([(zlib.crc32(k.encode()) % 10_000) < fraction * 10_000 for k in keys])
 
 
 def with_next(items):
@@ -255,76 +247,28 @@ class Recipe:
                 return
             yield batch
 
-    def _augmented(self, batch: dict, step: int) -> torch.Tensor:
-        """The batch's audio on the device, augmented with the generator of training step `step`.
-
-        One generator per (seed, rank, step): augmentation is identical for baseline and distill,
-        exactly reproducible after a resume without saving generator state, and the same when a
-        batch is augmented a step early for the teacher running ahead."""
-        cfg, acc = self.cfg, self.accelerator
-        # (B, 1, S) is squeezed, anything else but (B, S) raises: never a silent teacher skip.
-        audio = as_batch_audio(batch["audio"]).to(acc.device, non_blocking=True)
-        gen = torch.Generator(device=acc.device).manual_seed(
-            (cfg.train.seed * 1_000_003 + acc.process_index * 10_007 + step) % (2**63))
-        return self.augment(audio, gen)
+    def step_parts(self) -> StepParts:
+        """What `train_step` (train/step.py, also timed by the benchmark) works with, read from
+        the recipe's current attributes: tests and fault injectors swap teacher_fn / loss_fn."""
+        cfg = self.cfg
+        kd = None
+        if self.job == "distill":
+            kd = "cached" if cfg.distill.mode == "cached" else "online"
+        return StepParts(
+            accelerator=self.accelerator, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+            loss_fn=self.loss_fn, augment=self.augment, stop=self.stop, seed=cfg.train.seed,
+            grad_clip=cfg.train.grad_clip, label_fraction=cfg.data.label_fraction if self.job != "teacher" else 1.0,
+            kd=kd, teacher_fn=self.teacher_fn, ahead=self.ahead, teacher_dtype=cfg.teacher.dtype)
 
     def _train_step(self, batch: dict, next_batch: dict | None = None) -> dict:
+        """One step (train/step.py), then the run of non-finite steps: give up after
+        train.max_nonfinite_steps in a row. Returns the step's train/ metrics."""
         cfg, acc = self.cfg, self.accelerator
-        labels = batch["label"].to(acc.device)
-        if self.job != "teacher":
-            keep = label_keep_mask(batch["key"], cfg.data.label_fraction).to(acc.device)
-            labels = torch.where(keep, labels, torch.full_like(labels, -1))
-        hard_negative = batch["hard_negative"].to(acc.device)
-        self.model.train()
-
-        teacher_logits = None
-        ready = self.ahead.take(self.step) if self.ahead else None
-        if ready is not None:  # augmented and sent through the teacher during the previous step
-            audio, teacher_logits = ready
-        else:
-            audio = self._augmented(batch, self.step)
-        if self.job == "distill":
-            if cfg.distill.mode == "cached":
-                teacher_logits = batch["teacher_logits"].to(acc.device)
-            elif teacher_logits is None:
-                with torch.no_grad():
-                    teacher_logits = self.teacher_fn(audio)
-        if self.ahead and next_batch is not None:  # before the student: it overlaps on a GPU
-            self.ahead.launch(self.step + 1, self._augmented(next_batch, self.step + 1))
-
-        with acc.autocast():
-            logits = self.model(audio)
-        if teacher_logits is not None and not bool(torch.isfinite(teacher_logits).all()):
-            # A half-precision teacher overflowing on a loud clip: skip the step on every rank like
-            # a NaN loss (below), never feed the loss; max_nonfinite_steps stops a broken teacher.
-            acc.print(f"step {self.step + 1}: non-finite teacher logits (teacher.dtype={cfg.teacher.dtype})")
-            nan = torch.full((), float("nan"), device=acc.device)
-            losses = {"loss": nan, "ce": nan, "kd": nan}
-        else:
-            losses = self.loss_fn(logits, teacher_logits, labels, hard_negative)
-
-        # Every rank must agree to skip a non-finite step, or DDP's all-reduce would hang, and to
-        # stop at this step's boundary (signals.py). One all-reduce carries both flags and the
-        # three losses: the step's only collective besides DDP's (a gloo call costs ~1 ms).
-        finite = float(torch.isfinite(losses["loss"]).item())
-        sums = build.sum_over_ranks(acc, [finite, self.stop.vote(), losses["loss"].item(), losses["ce"].item(),
-                                          losses["kd"].item()])
-        all_finite = sums[0] >= acc.num_processes - 0.5
-        self.stop.settle(sums[1])
-        reduced = [v / acc.num_processes for v in sums[2:]]
-        if all_finite:
-            acc.backward(losses["loss"])
-            # The norm is taken even without clipping (max_norm=inf only measures): a NaN/inf
-            # gradient must never reach the optimizer.
-            grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip or float("inf"))
-            if not torch.isfinite(torch.as_tensor(grad_norm)):
-                all_finite = False
-            else:
-                self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        if all_finite:
+        result = train_step(self.step_parts(), batch, self.step, next_batch)
+        if result.finite:
             self.nonfinite_in_row = 0
+        elif result.overflow:  # the fp16 loss scaler lowered its scale: skipped, not a fault
+            acc.print(f"step {self.step + 1}: fp16 gradient overflow, step skipped, loss scale lowered")
         else:
             self.nonfinite_in_row += 1
             acc.print(f"step {self.step + 1}: non-finite loss or gradient, step skipped ({self.nonfinite_in_row} in a row)")
@@ -332,9 +276,9 @@ class Recipe:
                 raise TrainingFailed(
                     f"{self.nonfinite_in_row} non-finite steps in a row (train.max_nonfinite_steps); "
                     f"the last good checkpoint is kept in {self.run_dir / 'checkpoints'}")
-        out = {"train/loss": reduced[0], "train/ce_loss": reduced[1], "train/nonfinite_skipped": float(not all_finite)}
+        out = {"train/loss": result.loss, "train/ce_loss": result.ce, "train/nonfinite_skipped": float(not result.finite)}
         if self.job == "distill":
-            out["train/kd_loss"] = reduced[2]
+            out["train/kd_loss"] = result.kd
         return out
 
     # ------------------------------------------------------------------ eval, checkpoints
