@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# One prepared GPU check, <= 8 minutes on one H200:   bash launch/gpu_check.sh [OUT_DIR | FILE.json]
+# The GPU check in one device call, <= 8 minutes on one H200:   bash launch/gpu_check.sh [OUT_DIR] [gpu_check.py args]
 #
 # 1. installs carried wheels from .whl/ (if any) into /tmp/site: no network, no deps, no compile;
-# 2. runs `pytest -m gpu tests/gpu` (fp16/bf16 teacher vs fp32, optimize_teacher parity on CUDA,
-#    ZeRO-3 placement at world size 1, CUDA vs CPU front end, a short real distillation run);
-# 3. runs the benchmark at real shapes (wav2vec2-base teacher, batches 256 and 1024).
-# Figures: OUT_DIR/gpu_check.json (summary), OUT_DIR/bench.json (all), OUT_DIR/gpu_check.log.
-# OUT_DIR defaults to $OUT (the device tool's output folder), else bench_out/gpu_check.
-# Without CUDA every GPU test skips, the benchmark runs its quick CPU preset, and the exit code is 0.
-# Env: PYTHON (interpreter; default .venv/bin/python if present, else python3),
-#      GPU_CHECK_BUDGET_S (tests + benchmark seconds, default 450), GPU_CHECK_BATCH (default 256,1024).
+# 2. runs launch/gpu_check.py: each section (GPU tests, benchmark parts, short recipe runs, NCCL
+#    and ZeRO-3 through `accelerate launch`) in its own process under its own time limit;
+# 3. the whole of it under a hard limit (GPU_CHECK_HARD_S), so nothing can outlive the device call.
+# Figures: OUT_DIR/gpu_check.json (rewritten after every section), bench.json, distill.json,
+# *_launch.json, gpu_tests.xml, logs/<section>.log, gpu_check.log. OUT_DIR: $OUT (the device tool's
+# output folder), else bench_out/gpu_check.
+# Rehearsal on a CPU machine:  bash launch/gpu_check.sh bench_out/dry --dry-run
+# One section again:           bash launch/gpu_check.sh "$OUT" --sections bench_online_kd
+# Env: PYTHON (default .venv/bin/python if present, else python3), GPU_CHECK_BUDGET_S (seconds for all
+#      sections; default 440, dry run 1800), GPU_CHECK_HARD_S (kill everything after; default 455,
+#      dry run 1900), GPU_CHECK_BATCH (default 256,1024).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 2
-TARGET="${1:-${OUT:-$ROOT/bench_out/gpu_check}}"
-case "$TARGET" in *.json) OUT_DIR="$(dirname "$TARGET")" ;; *) OUT_DIR="$TARGET" ;; esac
+OUT_DIR="${OUT:-$ROOT/bench_out/gpu_check}"
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then OUT_DIR="$1"; shift; fi
 mkdir -p "$OUT_DIR"
 exec > >(tee -a "$OUT_DIR/gpu_check.log") 2>&1
 
@@ -25,6 +28,7 @@ echo "[gpu_check] $(date '+%F %T') host $(hostname) python $("$PY" --version 2>&
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+t0=$SECONDS
 if compgen -G "$ROOT/.whl/*.whl" >/dev/null; then
   echo "[gpu_check] installing carried wheels: $(cd "$ROOT/.whl" && echo ./*.whl)"
   if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
@@ -34,10 +38,16 @@ if compgen -G "$ROOT/.whl/*.whl" >/dev/null; then
     echo "[gpu_check] warning: wheel install failed; going on without them"
   fi
 fi
+wheel_s=$((SECONDS - t0))
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}" WANDB_MODE=disabled WANDB_SILENT=true DS_BUILD_OPS=0
 
-"$PY" "$ROOT/launch/gpu_check.py" --out "$TARGET" --budget-s "${GPU_CHECK_BUDGET_S:-450}" \
-  --batch "${GPU_CHECK_BATCH:-256,1024}"
+hard=455  # s: gpu_check.py's own 440 s budget and its last report; + wheels <= 8 min
+case " $* " in *" --dry-run "*) hard=1900 ;; esac  # a CPU rehearsal: caps x 4, budget 1800 s
+budget=()
+[ -n "${GPU_CHECK_BUDGET_S:-}" ] && budget=(--budget-s "$GPU_CHECK_BUDGET_S")
+timeout --signal=TERM --kill-after=10 "${GPU_CHECK_HARD_S:-$hard}" \
+  "$PY" "$ROOT/launch/gpu_check.py" --out "$OUT_DIR" "${budget[@]}" \
+  --batch "${GPU_CHECK_BATCH:-256,1024}" --wheel-install-s "$wheel_s" "$@"
 rc=$?
-echo "[gpu_check] exit $rc"
+echo "[gpu_check] exit $rc (wheel install ${wheel_s} s, total $((SECONDS - t0)) s)"
 exit $rc

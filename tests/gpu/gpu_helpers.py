@@ -52,3 +52,67 @@ class NoTF32:
     def __exit__(self, *exc):
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self.old
         return False
+
+
+# --------------------------------------------------------------------------- short real runs
+def run_inputs(work):
+    """Shards and a small saved HF teacher under ``work`` for the short runs of the GPU check, made
+    once and reused. The data is the tone/noise set of ``bench/toy_data.py`` (the shard layout of
+    real data, written in ~2 s with no TTS engine: the check is about device code paths, and the
+    GPU machine has no espeak-ng). Returns ``(shards, teacher_dir, source)``."""
+    import json
+    from pathlib import Path
+
+    from wakeword_dist.bench.toy_data import make_tone_dataset
+    from wakeword_dist.data.reader import read_index
+    from wakeword_dist.models.teacher import build_teacher_from_scratch
+    from wakeword_dist.train.components import save_teacher_dir
+
+    work = Path(work)
+    shards, teacher_dir, done = work / "shards", work / "teacher", work / "inputs.json"
+    if done.is_file():
+        return shards, teacher_dir, json.loads(done.read_text())["source"]
+    make_tone_dataset(shards, train=256, val=64, test=64, background=16, streams=2)
+    labels = read_index(shards / "train")["label_names"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        hf = build_teacher_from_scratch(labels, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                        intermediate_size=128, conv_dim=(32, 32, 32))
+    save_teacher_dir(hf, teacher_dir)
+    done.write_text(json.dumps({"source": "toy-tones"}))
+    return shards, teacher_dir, "toy-tones"
+
+
+def run_overrides(shards, teacher_dir, runs, *, steps: int, batch: int, **extra) -> list[str]:
+    """configs/ci_tiny.yaml overrides for a short online distillation of ``steps`` steps (two
+    epochs, a validation after the first, a checkpoint at the end) of ``batch`` clips."""
+    per_epoch = max(1, steps // 2)
+    items = {"data.root": shards, "run.runs_dir": runs, "teacher.name_or_path": teacher_dir, "train.job": "distill",
+             "logging.wandb": "disabled", "data.batch_size": batch, "train.batches_per_epoch": per_epoch,
+             "train.epochs": 2, "train.eval_every": per_epoch, "train.checkpoint_every": 2 * per_epoch, **extra}
+    def text(v) -> str:  # overrides are YAML: the string "no" (mixed_precision) would read as False
+        if isinstance(v, bool):
+            return str(v).lower()
+        return f"'{v}'" if str(v).lower() in ("no", "yes", "on", "off") else str(v)
+    return [f"{k}={text(v)}" for k, v in items.items()]
+
+
+def summarize_run(run_dir) -> dict:
+    """Figures of a finished run folder: steps, KD losses, throughput, skipped steps, placement."""
+    import json
+    import math
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    train = [m for m in rows if "train/loss" in m]
+    kd = [m["train/kd_loss"] for m in train if "train/kd_loss" in m]
+    final = json.loads((run_dir / "final.json").read_text())
+    speeds = [m["train/clips_per_s"] for m in train if "train/clips_per_s" in m]
+    return {"steps": final.get("step"), "completed": final.get("completed"), "world_size": final.get("world_size"),
+            "placement": final.get("placement"), "kd_loss_first": kd[0] if kd else None,
+            "kd_loss_last": kd[-1] if kd else None, "kd_steps": len(kd),
+            "kd_all_finite": all(math.isfinite(v) and v >= 0 for v in kd),
+            "nonfinite_skipped": sum(m.get("train/nonfinite_skipped", 0.0) for m in train),
+            "clips_per_s_median": sorted(speeds)[len(speeds) // 2] if speeds else None,
+            "final_val": final.get("final_val")}
