@@ -8,11 +8,14 @@ atomic on POSIX filesystems when source and target share a directory.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -32,10 +35,29 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:
-    """Serialise ``obj`` as JSON (sorted keys, so equal content gives equal bytes) atomically."""
-    text = json.dumps(obj, indent=indent, sort_keys=True) + "\n"
+def to_jsonable(obj: Any) -> Any:
+    """Recursively turn numpy scalars/arrays into Python types, tuples into lists and keys into
+    strings; NaN/inf -> None (an undefined metric is null in strict JSON, not a bare NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> Path:
+    """The project's one JSON writer: strict JSON (``to_jsonable``: NaN/inf -> null, so any JSON
+    parser reads it) with sorted keys (equal content gives equal bytes, e.g. for index.json's
+    content hash), written atomically. Returns the path."""
+    text = json.dumps(to_jsonable(obj), indent=indent, sort_keys=True, allow_nan=False) + "\n"
     write_bytes_atomic(path, text.encode("utf-8"))
+    return Path(path)
 
 
 def replace_dir(tmp_dir: str | os.PathLike, final_dir: str | os.PathLike) -> None:

@@ -1,6 +1,6 @@
 """`wakeword-dist <stage>`: one entry point per stage (also `python -m wakeword_dist`).
 
-Every stage takes `--config configs/<x>.yaml` (default: the embedded demo config) and any
+Every stage takes `--config configs/<x>.yaml` (default: configs/demo.yaml) and any
 number of dotted overrides (`train.seed=3 distill.alpha=0.5`). Each stage that can run on
 several processes does so under `accelerate launch -m wakeword_dist.cli <stage> ...`.
 """
@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                            help="also time torch.compile of the teacher")
             p.add_argument("--quick", action="store_true", help="one timed call per workload (smoke test)")
-        p.add_argument("--config", default=None, help="YAML config (default: embedded demo defaults)")
+        p.add_argument("--config", default=None, help="YAML config (default: configs/demo.yaml)")
         p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.seed=1 distill.alpha=0.5")
     return parser
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wakeword_dist.eval.report import atomic_write_json
+from wakeword_dist.atomic import write_json_atomic
 
 DEFAULT_METRICS = ("f1_macro", "frr_at_target", "fa_per_hour", "accuracy")
 
@@ -90,7 +90,7 @@ def aggregate(reports: Mapping[str, Mapping], metrics: Sequence[str] = DEFAULT_M
 
 def write_comparison(comparison: dict, path: str | Path) -> Path:
     """``comparison.json`` written atomically (temp file + os.replace); NaN → null."""
-    return atomic_write_json(comparison, path)
+    return write_json_atomic(path, comparison)
 
 
 def _fmt(mean: float, spread: float) -> str:

@@ -20,8 +20,10 @@ def test_every_shipped_config_loads(path):
 
 
 def test_default_is_the_demo():
-    assert load_config(None).to_dict() == load_config(None, []).to_dict()
-    assert load_config(None).run.experiment == "demo"
+    """No --config means configs/demo.yaml itself (the README's demo), not the dataclass defaults."""
+    demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    assert load_config(None).to_dict() == load_config(demo).to_dict()
+    assert load_config(None).to_dict() != Config().to_dict(), "the demo file sets its own values"
 
 
 def test_overrides_apply_with_yaml_types():

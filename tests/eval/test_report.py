@@ -80,3 +80,39 @@ def test_build_report_without_streams():
                        target_fa_per_hour=1.0)
     assert rep["accuracy"] == 1.0 and rep["threshold"] == 0.5
     assert rep["threshold_source"] == "default_no_streams" and np.isnan(rep["fa_per_hour"])
+
+
+class _WindowProbe(torch.nn.Module):
+    """(B, S) -> (B, 2) logits [0, k·mean(window)]: the positive probability is a function of
+    the window's samples alone, so scores reveal which windows the model saw."""
+
+    def forward(self, audio):
+        return torch.stack([torch.zeros(len(audio)), 50.0 * audio.mean(-1)], dim=-1)
+
+
+def test_stream_scores_use_the_detectors_windows():
+    """score_streams scores exactly detector.frame_windows (the ONNX stream runner's windows),
+    tail zero-padded: T = 1 + ceil((N − W) / H)."""
+    from wakeword_dist.eval.detector import frame_windows
+    from wakeword_dist.eval.report import score_streams
+
+    rng = np.random.default_rng(0)
+    wave = rng.uniform(-1, 1, 2 * SR + 1234).astype(np.float32)   # 2.08 s: the last window is padded
+    _, scores, durations = score_streams(_WindowProbe(), [("s", wave, SR)], positive_index=1,
+                                         batch_size=7, progress=False)
+    windows = frame_windows(wave, SR, SR // 10)
+    assert len(scores[0]) == len(windows) == 1 + int(np.ceil((wave.size - SR) / (SR // 10)))
+    expected = torch.softmax(_WindowProbe()(torch.from_numpy(np.ascontiguousarray(windows))), -1)[:, 1]
+    np.testing.assert_allclose(scores[0], expected.numpy(), rtol=1e-6)
+    assert durations == [pytest.approx(wave.size / SR)]
+
+
+def test_the_one_json_writer_is_strict_sorted_and_numpy_aware(tmp_path):
+    from wakeword_dist.atomic import write_json_atomic
+
+    path = write_json_atomic(tmp_path / "r.json", {"b": np.float32(0.5), "a": float("nan"),
+                                                   "c": [np.int64(3), float("inf")], 2: np.arange(2)})
+    text = path.read_text()
+    strict = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in {text}"))
+    assert strict == {"2": [0, 1], "a": None, "b": 0.5, "c": [3, None]}
+    assert list(strict) == ["2", "a", "b", "c"], "sorted keys: equal content, equal bytes"

@@ -109,10 +109,10 @@ def test_resume_into_another_architecture_fails_before_any_step(finished_run, ca
 
 
 def test_cached_logits_from_another_teacher_are_refused(tiny_shards, tiny_teacher_dir, tmp_path, capsys):
-    annotate = pytest.importorskip("wakeword_dist.distill.annotate")
     from safetensors.torch import load_file, save_file
 
     from wakeword_dist.config import load_config
+    from wakeword_dist.distill import annotate
     from wakeword_dist.models.teacher import load_teacher
     from wakeword_dist.train.components import cached_train_dir
 

@@ -200,13 +200,12 @@ def _fail_serialising(monkeypatch):
 
 def _writers():
     from wakeword_dist.atomic import write_json_atomic
-    from wakeword_dist.eval.report import atomic_write_json
 
     return {
         "final.json": ckpt.write_json_atomic,              # recipe: run summary
         "train_state.json": ckpt.write_json_atomic,        # checkpoint: step and data position
         "index.json": write_json_atomic,                   # shard writer / build-shards
-        "report.json": lambda path, obj: atomic_write_json(obj, path),  # evaluate
+        "report.json": write_json_atomic,                  # evaluate (the one writer everywhere)
     }
 
 

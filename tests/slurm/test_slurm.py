@@ -188,10 +188,9 @@ def test_compare_sbatch_array_seeds_by_jobs(slurm, tmp_path):
             assert read_steps(run_dir) == [1, 2, 3]
 
 
-# --- preemption: the real recipe when it is there, else the toy ---------------------------------
+# --- preemption: the real recipe ---------------------------------------------------------------
 
 CI_TINY = REPO / "configs" / "ci_tiny.yaml"
-HAVE_RECIPE = (REPO / "launch" / "train.py").exists() and CI_TINY.exists()
 
 
 def recipe_steps(run_dir: Path) -> list[int]:
@@ -200,24 +199,19 @@ def recipe_steps(run_dir: Path) -> list[int]:
 
 
 @pytest.fixture
-def preemptible_run(request, tmp_path):
+def preemptible_run(tiny_shards, tmp_path):
     """(sbatch script args, extra env, run dir, steps configured, steps-so-far function)."""
-    if HAVE_RECIPE:
-        shards = request.getfixturevalue("tiny_shards")
-        epochs, per_epoch = 6, 4  # 24 steps: room to land a signal in the middle
-        args = ["--config", str(CI_TINY), f"data.root={shards}", f"run.runs_dir={tmp_path / 'runs'}",
-                "train.job=baseline", f"train.epochs={epochs}", f"train.batches_per_epoch={per_epoch}"]
-        return args, {}, tmp_path / "runs" / "ci_tiny" / "baseline" / "seed0", epochs * per_epoch, recipe_steps
-    steps = 30
-    cfg = toy_config(tmp_path, steps=steps, step_seconds=0.25, expect_world_size=2)
-    return ["--config", str(cfg)], {"WW_ENTRY": TOY}, tmp_path / "runs" / "toy" / "baseline" / "seed0", steps, read_steps
+    epochs, per_epoch = 6, 4  # 24 steps: room to land a signal in the middle
+    args = ["--config", str(CI_TINY), f"data.root={tiny_shards}", f"run.runs_dir={tmp_path / 'runs'}",
+            "train.job=baseline", f"train.epochs={epochs}", f"train.batches_per_epoch={per_epoch}"]
+    return args, {}, tmp_path / "runs" / "ci_tiny" / "baseline" / "seed0", epochs * per_epoch, recipe_steps
 
 
 @pytest.mark.timeout(420)
 def test_train_sbatch_preempt_requeue_resume(slurm, preemptible_run):
     """USR1 as `#SBATCH --signal=B:USR1@120` sends it before the time limit: the run checkpoints,
     the job requeues itself, resumes (train.resume=auto) and ends with exactly the configured
-    steps, each logged once. Runs launch/train.py on configs/ci_tiny.yaml once those exist."""
+    steps, each logged once. Runs launch/train.py on configs/ci_tiny.yaml."""
     args, env, run_dir, steps, steps_so_far = preemptible_run
     job_id = slurm.submit("slurm/train.sbatch", TWO_MACHINES, args, env=env)
 
@@ -233,11 +227,11 @@ def test_train_sbatch_preempt_requeue_resume(slurm, preemptible_run):
 
     final = json.loads((run_dir / "final.json").read_text())
     assert final["completed"] is True and final["step"] == steps
-    assert final.get("world_size", 2) == 2
+    assert final["world_size"] == 2
     assert steps_so_far(run_dir) == list(range(1, steps + 1)), "steps lost or repeated across the requeue"
     log = slurm.log_text(tail=None)
     assert "requeueing job" in log and "restart 1" in log
-    assert log.count("world_size=2" if HAVE_RECIPE else "toy_ddp: world size 2") >= 2, "both starts: 2 ranks"
+    assert log.count("world_size=2") >= 2, "both starts: 2 ranks"
 
 
 @pytest.mark.timeout(300)
@@ -253,7 +247,6 @@ def test_annotate_sbatch_module_entry(slurm, tmp_path):
 
 
 @pytest.mark.timeout(400)
-@pytest.mark.skipif(not HAVE_RECIPE, reason="needs launch/train.py and configs/ci_tiny.yaml")
 def test_compare_with_the_slurm_launcher_runs_the_real_recipe_as_one_array(slurm, tiny_shards,
                                                                            tiny_teacher_dir, tmp_path):
     # seed 3: the array element -> seed mapping must come from the config (WW_SEEDS), not i / 2

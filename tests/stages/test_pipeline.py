@@ -33,6 +33,13 @@ def test_pipeline_end_to_end_then_resumes(pipeline_run, capsys):
         assert max(export["max_abs_diff"].values()) <= 1e-4 and export["int8_path"]
     assert "comparison.png" in pipeline_run["out"] and f"report: {root / 'report.html'}" in pipeline_run["out"]
     assert (root / "report.html").stat().st_size > 10_000
+    # every JSON the stages wrote is strict (an undefined metric is null, never a bare NaN):
+    # the teacher's quality.json (its val has no streams: FA/h undefined), reports, states, indexes
+    written = [p for base in (root, root.parents[1] / "shards") for p in base.rglob("*.json") if "wandb" not in p.parts]
+    assert root / "teacher" / "best" / "quality.json" in written and len(written) > 20
+    for path in written:
+        json.loads(path.read_text(), parse_constant=lambda c, path=path: pytest.fail(f"bare {c} in {path}"))
+    assert json.loads((root / "teacher" / "best" / "quality.json").read_text())["val"]["fa_per_hour"] is None
 
     # rerun: everything is found and skipped; nothing is retrained
     mtimes = {p: p.stat().st_mtime for p in root.rglob("final.json")}

@@ -93,15 +93,15 @@ def select_best(candidates: Sequence[Mapping], target_fa_per_hour: float, *,
     Lowest FRR among those with FA/h <= target; ties on FRR → higher F1; remaining ties →
     the earlier candidate (so a re-scored equal checkpoint does not replace the best).
     If none meets the target: lowest FA/h, then lowest FRR, then higher F1.
-    candidates: report summaries (mappings with the three keys); NaN FRR counts as 1.0 and
-    NaN FA/h as +inf. Compare the result with ``is`` to tell which one won.
+    candidates: report summaries (mappings with the three keys); NaN (or None) FRR counts as 1.0 and
+    NaN (or None) FA/h as +inf. Compare the result with ``is`` to tell which one won.
     """
     if not candidates:
         raise ValueError("select_best needs at least one candidate")
 
     def val(c, key, nan):
-        v = float(c[key])
-        return nan if np.isnan(v) else v
+        v = c[key]  # None: an undefined metric read back from strict JSON (train_state.json)
+        return nan if v is None or np.isnan(float(v)) else float(v)
 
     def rank(i):
         c = candidates[i]

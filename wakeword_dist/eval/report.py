@@ -8,8 +8,6 @@ Three layers, so multi-rank evaluation can gather in between:
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -18,9 +16,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from wakeword_dist.atomic import write_bytes_atomic
+from wakeword_dist.atomic import to_jsonable, write_json_atomic  # noqa: F401 (to_jsonable: re-export)
 from wakeword_dist.eval.det import choose_threshold, det_curve, plot_det
-from wakeword_dist.eval.detector import count_activations, stream_hours
+from wakeword_dist.eval.detector import count_activations, frame_windows, stream_hours
 from wakeword_dist.eval.metrics import IGNORE_LABEL, clip_metrics, clip_roc, frr_at
 
 NO_STREAM_THRESHOLD = 0.5   # θ when a split has no streams to choose it on (probability)
@@ -83,8 +81,9 @@ def score_streams(model: torch.nn.Module, stream_items: Iterable[tuple], *, posi
 
     stream_items: (key, waveform (N,) float32, sample_rate); resampled to ``sample_rate``
     if needed. Frame t is the window [t·hop_s, t·hop_s + window_s); the tail is zero-padded
-    so every sample is covered (T = 1 + ceil(max(N − W, 0) / H) frames). Windows come from
-    ``Tensor.unfold`` and go through the model ``batch_size`` at a time.
+    so every sample is covered (T = 1 + ceil(max(N − W, 0) / H) frames): the windows are
+    ``detector.frame_windows``, the ONNX stream runner's too, and go through the model
+    ``batch_size`` at a time.
     Returns (keys, [frame scores (T_i,)], [duration_s]); repeated keys are skipped.
     """
     import torchaudio.functional as AF
@@ -99,16 +98,14 @@ def score_streams(model: torch.nn.Module, stream_items: Iterable[tuple], *, posi
             if key in seen:
                 continue
             seen.add(key)
-            x = torch.as_tensor(np.asarray(waveform, dtype=np.float32)).reshape(-1)
+            x = np.asarray(waveform, dtype=np.float32).reshape(-1)
             if int(sr) != sample_rate:
-                x = AF.resample(x, int(sr), sample_rate)
-            n_frames = 1 + math.ceil(max(x.numel() - win, 0) / hop)
-            x = torch.nn.functional.pad(x, (0, win + (n_frames - 1) * hop - x.numel()))
-            windows = x.unfold(0, win, hop)                    # (T, win) view, no copy
-            out = np.empty(n_frames, dtype=np.float64)
-            for start in tqdm(range(0, n_frames, batch_size), desc=f"stream {key}",
+                x = AF.resample(torch.from_numpy(x), int(sr), sample_rate).numpy()
+            windows = frame_windows(x, win, hop)               # (T, win) strided view
+            out = np.empty(len(windows), dtype=np.float64)
+            for start in tqdm(range(0, len(windows), batch_size), desc=f"stream {key}",
                               leave=False, disable=not progress):
-                chunk = windows[start:start + batch_size].contiguous()
+                chunk = torch.from_numpy(np.ascontiguousarray(windows[start:start + batch_size]))
                 out[start:start + chunk.shape[0]] = _probs(model, chunk, device)[:, positive_index]
             keys.append(key)
             scores.append(out)
@@ -205,32 +202,10 @@ def evaluate_model(model: torch.nn.Module, *, clip_batches: Iterable[dict],
                         stream_keys=s_keys)
 
 
-def to_jsonable(obj):
-    """Recursively turn numpy scalars/arrays into Python types; NaN/inf → None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def atomic_write_json(obj, path: str | Path) -> Path:
-    """Strict JSON (NaN/inf → null) written atomically (``atomic.write_bytes_atomic``)."""
-    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False)
-    write_bytes_atomic(path, text.encode("utf-8"))
-    return Path(path)
-
-
 def write_report(report: dict, out_dir: str | Path, *, name: str = "model") -> dict:
-    """Write ``report.json`` (atomic) and ``det.png`` into out_dir; returns their paths."""
+    """Write ``report.json`` (strict JSON, atomic) and ``det.png`` into out_dir; returns their paths."""
     out_dir = Path(out_dir)
-    json_path = atomic_write_json(report, out_dir / "report.json")
+    json_path = write_json_atomic(out_dir / "report.json", report)
     png_tmp = out_dir / ".det.tmp.png"
     plot_det({name: report["det"]}, png_tmp)
     os.replace(png_tmp, out_dir / "det.png")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from wakeword_dist.atomic import write_json_atomic
 from wakeword_dist.config import Config
-from wakeword_dist.eval.report import to_jsonable, write_report
+from wakeword_dist.eval.report import write_report
 from wakeword_dist.train import components
-from wakeword_dist.train.checkpoint import write_json_atomic
 from wakeword_dist.train.run_logger import log_evaluation
 from wakeword_dist.train.validate import validate
 
@@ -50,8 +50,7 @@ def evaluate_run(cfg: Config, run_dir: Path | None = None) -> dict | None:
                    "best_step": meta["val"].get("step"), "model": meta["architecture"]})
     write_report(report, run_dir, name=f"{run_dir.parent.name}/{run_dir.name}")
     # strict JSON like report.json: an undefined metric (NaN) is written as null
-    write_json_atomic(run_dir / "val_report.json",
-                      to_jsonable({k: v for k, v in val["report"].items() if k != "activations"}))
+    write_json_atomic(run_dir / "val_report.json", {k: v for k, v in val["report"].items() if k != "activations"})
     log_evaluation(cfg, run_dir, report)  # into the training run's W&B summary, + the best student
     print(f"[evaluate] {run_dir}: test F1 {report['f1_macro']:.4f}, FRR {report['frr_at_target']:.4f} "
           f"at {report['fa_per_hour']:.2f} FA/h (θ={threshold:.3f} from val)")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from wakeword_dist.atomic import write_json_atomic
 from wakeword_dist.config import Config
 from wakeword_dist.export.onnx_export import OnnxClassifier, export_onnx, metric_change
 from wakeword_dist.stages.evaluate import val_then_test
 from wakeword_dist.train import components
-from wakeword_dist.train.checkpoint import write_json_atomic
 from wakeword_dist.train.run_logger import log_export
 from wakeword_dist.train.validate import validate
 
