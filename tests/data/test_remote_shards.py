@@ -275,3 +275,36 @@ def test_two_rank_training_and_evaluation_read_over_http(tiny_shards, tmp_path, 
     report = json.loads((run_dir / "val_report.json").read_text())
     assert report["n_unique_keys"] == read_index(tiny_shards / "val")["num_samples"]
     assert any(p.startswith("/test/") for p in server.requests)
+
+
+def test_config_trains_from_a_brace_spec_without_index(tiny_shards, tmp_path, serve):
+    """data.train_shards / val_shards / label_names from command-line overrides, as the README
+    shows them, through open_data and the recipe's loader builders."""
+    from types import SimpleNamespace
+
+    from tests.conftest import REPO
+    from wakeword_dist.config import load_config
+    from wakeword_dist.train import components
+
+    base, _ = serve(tiny_shards)
+    index = read_index(tiny_shards / "train")
+    last = len(index["shards"]) - 1
+    labels = ", ".join(index["label_names"])
+    cfg = load_config(REPO / "configs" / "ci_tiny.yaml", [
+        f"data.root={base}", f"data.train_shards={base}/train/shard-{{000000..{last:06d}}}.tar",
+        f"data.val_shards={base}/val/shard-000000.tar::{base}/val/shard-000001.tar",
+        f"data.label_names=[{labels}]", "data.exclude_sources=[nothing-has-this-source]"])
+    data = components.open_data(cfg, job="baseline")
+    assert isinstance(data.train_dir, Split) and len(data.train_dir.urls) == last + 1
+    acc = SimpleNamespace(process_index=1, num_processes=2)
+    batches = list(components.train_loader(cfg, data, acc, epoch=0, skip_batches=0,
+                                           with_teacher_logits=False))
+    assert len(batches) == cfg.train.batches_per_epoch
+    val = components.eval_loader(cfg, data, data.val_dir, batch_size=8, rank=0, world_size=1,
+                                 sources=data.sources)
+    assert sum(len(b["key"]) for b in val) > 0
+    bad = load_config(REPO / "configs" / "ci_tiny.yaml", [
+        f"data.root={base}", f"data.train_shards={base}/train/shard-000000.tar",
+        "data.label_names=[a, b]"])
+    with pytest.raises(ValueError, match=r"label maps differ"):
+        components.open_data(bad, job="baseline")
