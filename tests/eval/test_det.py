@@ -81,3 +81,17 @@ def test_plot_det_writes_png(tmp_path):
     det = det_curve(pos, _streams(), 0.1, total_hours=0.5)
     p = plot_det({"a": det, "b": det}, tmp_path / "det.png")
     assert p.exists() and p.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_select_best_reads_strict_json_nulls_as_nan(tmp_path):
+    """A best summary resumed from train_state.json holds None where the metric was NaN."""
+    import json
+
+    from wakeword_dist.atomic import write_json_atomic
+
+    best = {"frr_at_target": float("nan"), "fa_per_hour": float("nan"), "f1_macro": 0.5}
+    resumed = json.loads(write_json_atomic(tmp_path / "s.json", best).read_text())
+    assert resumed["fa_per_hour"] is None
+    candidate = {"frr_at_target": 0.9, "fa_per_hour": 0.5, "f1_macro": 0.1}
+    assert select_best([resumed, candidate], 1.0) is candidate        # None FA/h: never under target
+    assert select_best([resumed, dict(resumed)], 1.0) is resumed       # equal: the earlier one stays
