@@ -4,6 +4,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from tests.conftest import REPO
 from tests.standins import SR, TinyStudent, tone_stream
 
 from wakeword_dist.eval.report import evaluate_model
@@ -75,3 +76,24 @@ def test_evaluate_onnx_matches_torch_and_int8_change(exported):
     change = metric_change(fp32, int8)
     assert set(change) >= {"accuracy", "f1_macro", "frr_at_target", "fa_per_hour"}
     assert all(np.isfinite(v) for v in change.values())
+
+
+def test_export_keeps_known_noise_out_of_the_users_logs(tmp_path):
+    """A fresh process, as a user runs it: no torchvision probe lines, no onnxruntime
+    pre-processing hint, and the root logger left without handlers (no basicConfig side effect)."""
+    import subprocess
+    import sys
+
+    program = (
+        "import logging, torch\n"
+        "from tests.standins import TinyStudent\n"
+        "from wakeword_dist.export.onnx_export import export_onnx\n"
+        "torch.manual_seed(0)\n"
+        f"r = export_onnx(TinyStudent().eval(), {str(tmp_path / 'm.onnx')!r}, label_names=['a', 'b', 'c'])\n"
+        "assert r['int8_path'], r\n"
+        "print('root handlers', len(logging.getLogger().handlers))\n")
+    proc = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "torchvision" not in output and "pre-processing" not in output, output[-3000:]
+    assert "root handlers 0" in proc.stdout

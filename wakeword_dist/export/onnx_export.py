@@ -7,8 +7,10 @@ dynamo exporter (the legacy TorchScript exporter fails on STFT).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
@@ -30,6 +32,45 @@ class ProbabilityWrapper(torch.nn.Module):
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(audio), dim=-1)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+@contextlib.contextmanager
+def _without_known_noise():
+    """Drop two messages that say nothing about this export, and only those:
+
+    - torch.onnx's "torchvision is not installed. Skipping torchvision::nms" (4 lines per
+      export: it probes detection ops that no student uses);
+    - onnxruntime's "Please consider to run pre-processing before quantization" hint, which it
+      logs on the *root* logger -- and ``logging.warning`` on a handler-less root also runs
+      ``basicConfig``, leaving a stderr handler on the user's root logger. A NullHandler held
+      on the root for the call prevents that. (The pre-processing, symbolic shape inference
+      and graph optimisation, is not run: the graph is quantized as exported and measured.)
+    """
+    torch_logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    root = logging.getLogger()
+    torch_filter, root_filter = _DropMessages(("torchvision is not installed",)), \
+        _DropMessages(("Please consider to run pre-processing", "Please consider pre-processing"))
+    placeholder = logging.NullHandler() if not root.handlers else None
+    torch_logger.addFilter(torch_filter)
+    root.addFilter(root_filter)
+    if placeholder is not None:
+        root.addHandler(placeholder)
+    try:
+        yield
+    finally:
+        torch_logger.removeFilter(torch_filter)
+        root.removeFilter(root_filter)
+        if placeholder is not None:
+            root.removeHandler(placeholder)
 
 
 def _check_audio(batch: int, clip_samples: int, seed: int) -> torch.Tensor:
@@ -70,8 +111,9 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path) -> dict:
 
     proto = onnx.load(str(fp32_path))
     excluded = front_end_nodes(proto)
-    quantize_dynamic(str(fp32_path), str(int8_path), op_types_to_quantize=list(QUANT_OP_TYPES),
-                     nodes_to_exclude=excluded, weight_type=QuantType.QInt8)
+    with _without_known_noise():
+        quantize_dynamic(str(fp32_path), str(int8_path), op_types_to_quantize=list(QUANT_OP_TYPES),
+                         nodes_to_exclude=excluded, weight_type=QuantType.QInt8)
     q_ops = [n.op_type for n in onnx.load(str(int8_path)).graph.node]
     return {"excluded_nodes": excluded, "quantized_op_types": list(QUANT_OP_TYPES),
             "quantized_node_count": sum(op in ("MatMulInteger", "ConvInteger", "DynamicQuantizeLinear")
@@ -131,10 +173,11 @@ def export_onnx(model: torch.nn.Module, out_path: str | Path, *, sample_rate: in
     try:
         tmp_fp32 = tmpdir / "model.onnx"
         batch = torch.export.Dim("batch", min=1)
-        torch.onnx.export(wrapper, (_check_audio(2, clip_samples, seed),), str(tmp_fp32),
-                          dynamo=True, opset_version=opset, input_names=["audio"],
-                          output_names=["probs"], dynamic_shapes={"audio": {0: batch}},
-                          external_data=False, verbose=False)
+        with _without_known_noise():
+            torch.onnx.export(wrapper, (_check_audio(2, clip_samples, seed),), str(tmp_fp32),
+                              dynamo=True, opset_version=opset, input_names=["audio"],
+                              output_names=["probs"], dynamic_shapes={"audio": {0: batch}},
+                              external_data=False, verbose=False)
         proto = onnx.load(str(tmp_fp32))
         meta = {"sample_rate": str(sample_rate), "clip_samples": str(clip_samples),
                 "label_names": json.dumps(list(label_names) if label_names else [])}
