@@ -156,7 +156,7 @@ def test_index_errors(tmp_path):
 
 def test_stream_and_background(tiny_shards):
     streams = list(iter_stream(tiny_shards / "stream"))
-    assert len(streams) == 2
+    assert len(streams) == read_index(tiny_shards / "stream")["num_samples"] >= 2
     for key, audio, sr in streams:
         assert sr == 16000 and audio.dtype == np.float32 and audio.shape[0] >= 30 * sr
     bank = load_background(tiny_shards / "background", max_clips=8)

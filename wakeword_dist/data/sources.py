@@ -31,7 +31,7 @@ from typing import Callable, Collection, Iterable, Iterator
 import numpy as np
 
 from wakeword_dist.data.audio_io import AUDIO_EXTS, AudioDecodeError, INT16_SCALE, decode_audio
-from wakeword_dist.data.tario import TruncatedShardError, iter_tar_samples
+from wakeword_dist.data.tario import TruncatedShardError, fast_stream, iter_tar_samples
 
 log = logging.getLogger("wakeword_dist.data")
 
@@ -373,15 +373,16 @@ def _read_tar(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
     """``(key, parts)`` of the tar at ``url``; damage or a failed transfer raises ``OSError``
     after the complete samples before it. A pipe's exit status is checked at the end."""
     stream = open_url(url)
+    fast = fast_stream(stream)  # kept alive until ``stream`` is closed (it shares its file)
     try:
         try:
-            yield from iter_tar_samples(stream, url)
+            yield from iter_tar_samples(fast, url)
         except TruncatedShardError as e:
             failed = _exit_problem(stream, url)  # a short read of a failed transfer: say why
             if failed:
                 raise ShardReadError(f"{failed}; {e.args[0].replace(url + ': ', '')}") from None
             raise
-        while stream.read(1 << 16):  # the archive's zero padding: a pipe must run to its end
+        while fast.read(1 << 16):  # the archive's zero padding: a pipe must run to its end
             pass
         failed = _exit_problem(stream, url)
         if failed:

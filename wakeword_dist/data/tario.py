@@ -79,6 +79,18 @@ class _Chunked:
         return data[:n]
 
 
+def fast_stream(stream: BinaryIO) -> BinaryIO:
+    """A 1-MiB-buffered reader over the file or pipe under ``stream`` (a file ``gopen`` just
+    opened, or the pipe inside its ``Pipe``; nothing may have been read from it yet), read by C
+    code; ``stream`` itself when there is none. The caller keeps ``stream`` to close it (for a
+    ``Pipe``: the command's exit status)."""
+    inner = getattr(stream, "stream", stream)
+    raw = getattr(inner, "raw", None)
+    if isinstance(inner, io.BufferedReader) and raw is not None and not inner.closed:
+        return io.BufferedReader(raw, 1 << 20)  # freshly opened: nothing is buffered in ``inner``
+    return stream
+
+
 def iter_tar_members(source: str | os.PathLike | BinaryIO,
                      name: str | None = None) -> Iterator[tuple[str, bytes]]:
     """Yield ``(member_name, payload_bytes)`` for every regular file of a tar.
@@ -87,11 +99,13 @@ def iter_tar_members(source: str | os.PathLike | BinaryIO,
     not closed); ``name`` is what errors call it (default: the path, or ``repr(stream)``).
     """
     if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb", buffering=0) as raw:
-            yield from iter_tar_members(raw, os.fspath(source) if name is None else name)
+        with open(source, "rb", buffering=1 << 20) as f:
+            yield from iter_tar_members(f, os.fspath(source) if name is None else name)
         return
     path = repr(source) if name is None else name
-    f = _Chunked(source)
+    # a BufferedReader's read(n) is C; anything else (gopen's Pipe checks its command's status on
+    # every read) goes through _Chunked
+    f = source if isinstance(source, io.BufferedReader) else _Chunked(source)
     last = None
     long_name = None
     while True:
