@@ -308,3 +308,16 @@ def test_config_trains_from_a_brace_spec_without_index(tiny_shards, tmp_path, se
         "data.label_names=[a, b]"])
     with pytest.raises(ValueError, match=r"label maps differ"):
         components.open_data(bad, job="baseline")
+
+
+def test_a_pipe_is_not_waited_for_after_its_shard_or_when_left(tmp_path):
+    from wakeword_dist.data.sources import _read_tar
+
+    split = make_split(tmp_path / "d", n_shards=1)
+    endless = f"pipe:cat {split}/shard-000000.tar /dev/zero"  # the shard, then bytes forever
+    t0 = time.perf_counter()
+    assert [k for k, _ in _read_tar(endless)] == [f"k{i:04d}" for i in range(8)]
+    left = _read_tar(endless)
+    next(left)
+    left.close()  # the end of an epoch mid-shard
+    assert time.perf_counter() - t0 < 10

@@ -382,13 +382,25 @@ def _read_tar(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
             if failed:
                 raise ShardReadError(f"{failed}; {e.args[0].replace(url + ': ', '')}") from None
             raise
-        while fast.read(1 << 16):  # the archive's zero padding: a pipe must run to its end
-            pass
+        # the archive's record padding (< 10 KiB) is read so a pipe can end by itself; more than
+        # that is not part of the shard: stop the command instead of reading it to the end
+        if fast.read(1 << 16) and fast.read(1 << 16):
+            _kill(stream)
+            return
         failed = _exit_problem(stream, url)
         if failed:
             raise ShardReadError(failed)
+    except GeneratorExit:  # left mid-shard (end of epoch): stop the command, do not wait for it
+        _kill(stream)
+        raise
     finally:
         _close(stream, quiet=True)
+
+
+def _kill(stream) -> None:
+    proc = getattr(stream, "proc", None)  # gopen's Pipe
+    if proc is not None and proc.poll() is None:
+        proc.kill()
 
 
 def _exit_problem(stream, url: str) -> str | None:
