@@ -93,7 +93,7 @@ def test_without_cuda_the_gpu_run_refuses_in_one_line(tmp_path, capsys, monkeypa
     assert len(err) == 1 and "--dry-run" in err[0]
 
 
-@pytest.mark.slow  # ~2 min on the 2-core box: eight sections, each its own process
+@pytest.mark.slow  # 2-3 min on the 2-core box (168 s at load ~3): eight sections, each its own process
 def test_dry_run_of_every_section_passes_with_figures(tmp_path):
     out = tmp_path / "dry"
     proc = subprocess.run(["bash", str(REPO / "launch" / "gpu_check.sh"), str(out), "--dry-run"], cwd=REPO,
