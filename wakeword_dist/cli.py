@@ -199,19 +199,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def exit_with(code: int) -> None:
-    """End the process: a ZeRO-3 teacher released, the process group torn down, and a rank (or a
-    process that ran DeepSpeed) leaves by ``os._exit`` without interpreter teardown (why:
-    wakeword_dist/process_exit.py)."""
-    from wakeword_dist.process_exit import end_process_group, hard_exit, was_launched_as_rank
+    """End the process with ``code`` through ``process_exit.end_process`` and this process's
+    state (any ZeRO-3 teacher still alive is released, the process group torn down, a rank or a
+    process that ran DeepSpeed leaves by ``os._exit``; why: wakeword_dist/process_exit.py)."""
+    from wakeword_dist.process_exit import PROCESS, end_process
 
-    placement = sys.modules.get("wakeword_dist.distill.placement")
-    zero3_used = placement is not None and placement.ZERO3_USED
-    if zero3_used:
-        placement.shutdown_teacher()  # its engine still needs the process group
-    end_process_group(barrier=code == 0)
-    if zero3_used or was_launched_as_rank():
-        hard_exit(code)
-    sys.exit(code)
+    end_process(code, PROCESS)
 
 
 def console_main() -> None:

@@ -11,13 +11,22 @@ barrier + destroy below, 0 in 30 after; the train abort is rarer (0 in 30 runs o
 ``os._exit`` skips that teardown; it
 also skips ``atexit`` handlers and unflushed buffers, so ``hard_exit`` flushes first and must
 be the last statement (W&B runs are finished and files closed by then).
+
+``end_process(code, state)`` is the one way out (the CLI's ``exit_with`` and the test programs
+call it); ``state`` (an ``ExitState``, this process's is ``PROCESS``) carries what the exit must
+undo: the ZeRO-3 teacher engines still alive (``distill/placement.py`` adds them) and whether
+DeepSpeed ran here at all.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 
 def was_launched_as_rank() -> bool:
@@ -49,3 +58,51 @@ def hard_exit(code: int) -> None:
             except (OSError, ValueError):
                 pass
         os._exit(code)
+
+
+@dataclass
+class ExitState:
+    """What ending a process must undo: the DeepSpeed (ZeRO-3 teacher) engines still alive, and
+    whether DeepSpeed ran in this process at all -- even with its engines released, the
+    interpreter's teardown of its threads is what aborted ~1 exit in 3, so such a process
+    leaves by ``os._exit``."""
+
+    engines: list[Any] = field(default_factory=list)
+    ran_deepspeed: bool = False
+
+    def add_engine(self, engine: Any) -> None:
+        self.engines.append(engine)
+        self.ran_deepspeed = True
+
+    def release_engines(self) -> None:
+        """Destroy every engine (DeepSpeed's parameter hooks with it); safe to call again. An
+        engine still needs the process group, so this comes before ``end_process_group``."""
+        while self.engines:
+            self.engines.pop().destroy()
+        gc.collect()
+
+
+PROCESS = ExitState()  # this process's state: os._exit and the process group are per process
+
+
+def end_process(code: int, state: ExitState, *, barrier: Callable[[], None] | None = None) -> NoReturn:
+    """End the process with ``code``: release ``state``'s engines, wait at ``barrier`` if given
+    (else a process-group barrier on success: a rank that returned early waits for the others),
+    destroy the process group, then leave by ``os._exit`` for a launched rank or after DeepSpeed
+    (``hard_exit``; why: this module's doc), by ``sys.exit`` otherwise. A failed teardown still
+    ends such a process hard, with code 1 if ``code`` was 0: never leave it to the interpreter.
+    The very last statement: after W&B ``finish()`` and after files are closed."""
+    hard = state.ran_deepspeed or was_launched_as_rank()
+    try:
+        state.release_engines()
+        if barrier is not None:
+            barrier()
+        end_process_group(barrier=barrier is None and code == 0)
+    except BaseException:
+        if not hard:
+            raise
+        logging.getLogger(__name__).exception("process teardown failed; leaving by os._exit")
+        code = code or 1
+    if hard:
+        hard_exit(code)
+    sys.exit(code)

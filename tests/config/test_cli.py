@@ -1,5 +1,6 @@
 """The CLI: every stage has --help, errors are one line with an exit code, inspect works."""
 
+import os
 import subprocess
 import sys
 
@@ -53,3 +54,38 @@ def test_inspect_shards_on_the_tiny_dataset(tiny_shards, capsys):
 def test_python_dash_m_entry_point():
     proc = subprocess.run([sys.executable, "-m", "wakeword_dist", "--help"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0 and "pipeline" in proc.stdout
+
+
+_EXIT_PROGRAM = """
+import atexit, os, sys
+from wakeword_dist.process_exit import ExitState, end_process
+
+class Engine:  # a stand-in DeepSpeed engine: end_process must destroy it first
+    def destroy(self):
+        print("engine destroyed")
+        if os.environ.get("BREAK_DESTROY"):
+            raise RuntimeError("destroy failed")
+
+atexit.register(lambda: print("interpreter teardown ran"))
+state = ExitState()
+if os.environ.get("WITH_ENGINE"):
+    state.add_engine(Engine())
+print("unflushed line", end="")  # hard_exit must flush it
+end_process(int(sys.argv[1]), state)
+print("after end_process")
+"""
+
+
+@pytest.mark.parametrize("env, code, hard, out_code", [
+    ({}, 3, False, 3),                                   # one plain process: sys.exit, teardown runs
+    ({"WITH_ENGINE": "1"}, 0, True, 0),                  # DeepSpeed ran: engine released, os._exit
+    ({"WORLD_SIZE": "2"}, 4, True, 4),                   # a launched rank: os._exit
+    ({"WITH_ENGINE": "1", "BREAK_DESTROY": "1"}, 0, True, 1),  # failed teardown: still hard, code 1
+])
+def test_end_process_is_the_one_exit(env, code, hard, out_code, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", _EXIT_PROGRAM, str(code)], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, **env}, timeout=120)
+    assert proc.returncode == out_code, proc.stderr[-2000:]
+    assert "unflushed line" in proc.stdout and "after end_process" not in proc.stdout
+    assert ("interpreter teardown ran" in proc.stdout) is not hard
+    assert ("engine destroyed" in proc.stdout) is ("WITH_ENGINE" in env)

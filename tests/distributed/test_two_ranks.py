@@ -1,7 +1,7 @@
 """ZeRO-3 teacher and annotate over 2 real gloo ranks (one launch shared by the tests here).
 
 ``two_rank_program.py`` runs once as 2 processes with the environment torchrun sets; each rank
-writes what it saw to rank<r>.json and ends with ``clean_exit``, as the recipe does.
+writes what it saw to rank<r>.json and ends with ``process_exit.end_process``, as the CLI does.
 """
 
 from __future__ import annotations

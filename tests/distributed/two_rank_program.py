@@ -17,7 +17,8 @@ from accelerate import Accelerator
 
 from distributed_helpers import audio_batch, tiny_teacher
 from wakeword_dist.distill.annotate import annotate_split
-from wakeword_dist.distill.placement import clean_exit, local_param_numel, place_teacher, shutdown_teacher
+from wakeword_dist.distill.placement import local_param_numel, place_teacher, shutdown_teacher
+from wakeword_dist.process_exit import PROCESS, end_process
 
 
 def main(out_dir: Path, split_dir: Path, exit_mode: str) -> None:
@@ -66,7 +67,7 @@ def main(out_dir: Path, split_dir: Path, exit_mode: str) -> None:
     (out_dir / f"rank{rank}.json").write_text(json.dumps(result, default=str))
 
     if exit_mode == "clean":  # what the recipe does
-        clean_exit(0, barrier=acc.wait_for_everyone)
+        end_process(0, PROCESS, barrier=acc.wait_for_everyone)
     elif exit_mode == "shutdown":
         shutdown_teacher()
     # "plain" (and after "shutdown"): fall off the end, the interpreter tears everything down

@@ -9,8 +9,8 @@ Writes one JSON object to --out (and prints it): backend, world size, distribute
 run's figures (``gpu_helpers.summarize_run``), for ZeRO-3 the teacher's logits against the same
 weights replicated, and ``problems`` (empty = passed). Exit 0 only without problems.
 ``launch_command`` builds the launcher line; tests/gpu/test_gpu_teacher.py and
-launch/gpu_check.py both run it from there. ``clean_exit`` is the last statement: DeepSpeed
-leaves process-group state behind (distill/placement.py).
+launch/gpu_check.py both run it from there. ``process_exit.end_process`` is the last statement:
+DeepSpeed leaves process-group state behind (wakeword_dist/process_exit.py).
 """
 
 from __future__ import annotations
@@ -105,9 +105,9 @@ def main() -> None:
     finally:
         Path(a.out).write_text(json.dumps(report, indent=2, default=str))
         print(json.dumps(report, default=str), flush=True)
-        from wakeword_dist.distill.placement import clean_exit
+        from wakeword_dist.process_exit import PROCESS, end_process
 
-        clean_exit(code)
+        end_process(code, PROCESS)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ over ranks when a process group is up.
 ZeRO-3 rules the recipe must keep:
 - every rank calls ``teacher_fn`` the same number of times (each call all-gathers the parameters
   layer by layer; a missing call on one rank hangs the others). Batch shapes may differ;
-- at the end call ``shutdown_teacher()``, then ``clean_exit(code)`` as the very last statement of a
-  process that ran DeepSpeed (see there for why).
+- at the end call ``shutdown_teacher()``; the process then ends through
+  ``process_exit.end_process(code, PROCESS)`` (the CLI's ``exit_with`` does it), which leaves a
+  process that ran DeepSpeed by ``os._exit`` (see there for why). Engines made here are
+  registered in ``process_exit.PROCESS``, the state that exit is given.
 
 On CPU, fp16 and bf16 matmuls run in torch 2.14 but are slower than fp32 on most CPUs; the
 dtype asked for is kept anyway (it is what the GPU run will use), and CPU tests use fp32.
@@ -31,10 +33,12 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from wakeword_dist.process_exit import PROCESS
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +47,6 @@ PLACEMENTS = ("auto", "replicate", "zero3")
 # while a layer runs, attention / GELU temporaries and allocator fragmentation (x2, a round guess).
 ACTIVATION_HEADROOM = 2.0
 
-_LIVE_ENGINES: list[Any] = []  # ZeRO-3 engines made here, released by shutdown_teacher()
-ZERO3_USED = False  # a ZeRO-3 engine was made in this process: end it with clean_exit()
 
 
 class TeacherFn:
@@ -300,9 +302,7 @@ def _zero3_engine(teacher: nn.Module, *, device: torch.device, batch_size: int, 
     engine, *_ = deepspeed.initialize(model=teacher, config=zero3_config(batch_size, dtype))
     engine.eval()
     _freeze(engine.module)
-    _LIVE_ENGINES.append(engine)
-    global ZERO3_USED
-    ZERO3_USED = True
+    PROCESS.add_engine(engine)  # released by shutdown_teacher() or, at the latest, by end_process
     return engine
 
 
@@ -325,27 +325,9 @@ def shutdown_teacher(teacher: Any = None) -> None:
     and with no ZeRO-3 teacher (it does nothing then). Collective-free: ranks need not call it
     in step.
     """
-    while _LIVE_ENGINES:
-        engine = _LIVE_ENGINES.pop()
-        # Also destroys engine.optimizer, here the DeepSpeedZeRoOffload that owns the ZeRO-3
-        # parameter fetch/release hooks.
-        engine.destroy()
+    # engine.destroy() also destroys engine.optimizer, here the DeepSpeedZeRoOffload that owns
+    # the ZeRO-3 parameter fetch/release hooks.
+    PROCESS.release_engines()
     if isinstance(teacher, TeacherFn):
         teacher.module = None
     gc.collect()
-
-
-def clean_exit(code: int = 0, *, barrier: Callable[[], None] | None = None) -> None:
-    """End a process that ran DeepSpeed: release the teacher, (``barrier``), tear down the process
-    group, ``os._exit(code)`` (why: wakeword_dist/process_exit.py). The very last statement of
-    ``main``: after W&B ``finish()``, after files are closed, after the final
-    ``accelerator.wait_for_everyone()`` (or pass it as ``barrier``)."""
-    from wakeword_dist.process_exit import end_process_group, hard_exit
-
-    try:
-        shutdown_teacher()
-        if barrier is not None:
-            barrier()
-        end_process_group(barrier=False)
-    finally:
-        hard_exit(code)
