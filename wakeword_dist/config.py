@@ -117,6 +117,10 @@ class TeacherConfig:
     num_attention_heads: int = _help("From-scratch teacher: attention heads.", 2)
     intermediate_size: int = _help("From-scratch teacher: feed-forward width.", 128)
     conv_dim: int = _help("From-scratch teacher: channels of each feature-encoder conv.", 32)
+    feature_encoder: str = _help(
+        "From-scratch teacher's conv feature encoder: wav2vec2 (HF's 7 convs, first kernel 10 samples, "
+        "20 ms frames) | filterbank (one learned 25-ms filter bank at 10-ms hop, then a stride-2 conv: "
+        "20 ms frames; learns far faster from scratch, see docs/results.md).", "wav2vec2")
     dtype: str = _help("Frozen teacher precision while distilling: fp16, bf16 or fp32.", "bf16")
     placement: str = _help("auto | replicate | zero3 (DeepSpeed ZeRO-3 sharded, inference only).", "auto")
     memory_share: float = _help("auto placement: replicate when teacher+activations fit this share of free device memory.", 0.5)
@@ -238,6 +242,7 @@ _CHOICES = {
     "data.audio_format": ("flac", "wav", "npy"),
     "data.synth_size": ("tiny", "demo"),
     "teacher.arch": ("wav2vec2", "hubert", "wavlm"),
+    "teacher.feature_encoder": ("wav2vec2", "filterbank"),
     "teacher.dtype": ("fp16", "bf16", "fp32"),
     "teacher.placement": ("auto", "replicate", "zero3"),
     "teacher.compile": ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead"),

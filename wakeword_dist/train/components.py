@@ -164,7 +164,7 @@ def trainable_model(cfg: Config, job: str, label_names: list) -> tuple[torch.nn.
             hf = build_teacher_from_scratch(
                 label_names, arch=t.arch, hidden_size=t.hidden_size, num_hidden_layers=t.num_hidden_layers,
                 num_attention_heads=t.num_attention_heads, intermediate_size=t.intermediate_size,
-                **wav2vec2_conv_stack(t.conv_dim))
+                **teacher_conv_stack(t.feature_encoder, t.conv_dim))
             model = TeacherModel(hf, label_names=label_names, name_or_path=f"scratch:{t.arch}",
                                  sample_rate=cfg.data.sample_rate, dtype="fp32")
         arch = {"model": f"teacher:{t.name_or_path or t.arch}", "num_classes": len(label_names),
@@ -184,6 +184,21 @@ def wav2vec2_conv_stack(channels: int) -> dict:
     chosen width. A shorter stack leaves hundreds of frames per second and the attention,
     quadratic in frames, dominates: 800 frames made a tiny teacher ~50x slower on CPU."""
     return {"conv_dim": (channels,) * 7, "conv_kernel": (10, 3, 3, 3, 3, 2, 2), "conv_stride": (5, 2, 2, 2, 2, 2, 2)}
+
+
+def filterbank_conv_stack(channels: int) -> dict:
+    """A learned filter bank as the feature encoder: one conv of 400 taps (25 ms) at a 160-sample
+    (10 ms) hop, like an STFT window, then a kernel-3 stride-2 conv to 20 ms frames (48 per 1-s clip).
+    From scratch on the demo's few thousand clips it reached 0.90 val accuracy in 400 steps where
+    HF's stack (first kernel 10 samples, 0.6 ms: no frequency resolution until deep layers) was at
+    0.74 (docs/results.md); its steps were also faster in those runs (one conv at a 10-ms hop instead of 7 at full rate)."""
+    return {"conv_dim": (channels, channels), "conv_kernel": (400, 3), "conv_stride": (160, 2)}
+
+
+def teacher_conv_stack(kind: str, channels: int) -> dict:
+    """The from-scratch teacher's conv feature encoder by name (``teacher.feature_encoder``)."""
+    stacks = {"wav2vec2": wav2vec2_conv_stack, "filterbank": filterbank_conv_stack}
+    return stacks[kind](channels)
 
 
 def fit_cmvn(model, data: DataSplits, cfg: Config, acc) -> None:
