@@ -5,10 +5,11 @@ resampled shards, shuffle buffer, ``with_epoch``; see ``reader.py``). This modul
 the library's ``tar_file_expander`` + ``group_by_keys`` stage: it parses the 512-byte headers of
 the byte stream ``gopen`` returns (a file, a ``curl`` pipe, any ``pipe:`` command) by slicing,
 instead of ``tarfile``'s streaming mode, which builds a ``TarInfo`` and parses pax fields per
-member. Measured on the 2-core dev box, 8,192 one-second wav clips (2 members each, 525 MB), one
-process, tar stage only: ``tar_file_expander`` + ``group_by_keys`` 24,600 samples/s, this stage
-118,000 samples/s (``python -m wakeword_dist.data.tario --bench DIR``). The library's stage would
-take ~41 us of the 125 us a clip may cost at 8,000 clips/s/worker; this one ~8 us.
+member. Measured on the shared 2-core dev box (load 3-7 from other jobs), 8,192 one-second wav
+clips (2 members each, 277 MB, page cache warm), one process, tar stage only, best of runs:
+``tar_file_expander`` + ``group_by_keys`` 13,534 samples/s, this stage 56,898 samples/s
+(``python -m wakeword_dist.data.tario --bench DIR``). At 8,000 clips/s/worker a clip may cost
+125 us in all; the library's stage alone would take ~74 us of it, this one ~18 us.
 
 Only regular files are returned; directories, links and other entries are skipped. Damage (bad
 checksum, short read, missing end-of-archive marker, a connection cut mid-shard) raises
