@@ -75,8 +75,8 @@ def score_clips(model: torch.nn.Module, clip_batches: Iterable[dict], *,
 
 def score_streams(model: torch.nn.Module, stream_items: Iterable[tuple], *, positive_index: int,
                   sample_rate: int = 16000, window_s: float = 1.0, hop_s: float = 0.1,
-                  device: str = "cpu", batch_size: int = 256, progress: bool = True
-                  ) -> tuple[list, list[np.ndarray], list[float]]:
+                  device: str = "cpu", batch_size: int = 256, progress: bool = True,
+                  exact_windows: bool = False) -> tuple[list, list[np.ndarray], list[float]]:
     """Sliding-window positive-class scores of each stream.
 
     stream_items: (key, waveform (N,) float32, sample_rate); resampled to ``sample_rate``
@@ -84,11 +84,18 @@ def score_streams(model: torch.nn.Module, stream_items: Iterable[tuple], *, posi
     so every sample is covered (T = 1 + ceil(max(N − W, 0) / H) frames): the windows are
     ``detector.frame_windows``, the ONNX stream runner's too, and go through the model
     ``batch_size`` at a time.
+    A Student whose LogMel hop divides the window hop is scored by
+    ``stream_features.stream_scores`` (the same scores to float error, each STFT frame computed
+    once instead of ~10 times); ``exact_windows=True`` forces the model on every raw window (the
+    path ONNX adapters always take).
     Returns (keys, [frame scores (T_i,)], [duration_s]); repeated keys are skipped.
     """
     import torchaudio.functional as AF
 
+    from wakeword_dist.eval.stream_features import fast_frontend, stream_scores
+
     win, hop = round(window_s * sample_rate), round(hop_s * sample_rate)
+    fast = None if exact_windows else fast_frontend(model, win, hop)
     was_training = model.training
     model.eval()
     keys, scores, durations = [], [], []
@@ -101,12 +108,18 @@ def score_streams(model: torch.nn.Module, stream_items: Iterable[tuple], *, posi
             x = np.asarray(waveform, dtype=np.float32).reshape(-1)
             if int(sr) != sample_rate:
                 x = AF.resample(torch.from_numpy(x), int(sr), sample_rate).numpy()
-            windows = frame_windows(x, win, hop)               # (T, win) strided view
-            out = np.empty(len(windows), dtype=np.float64)
-            for start in tqdm(range(0, len(windows), batch_size), desc=f"stream {key}",
-                              leave=False, disable=not progress):
-                chunk = torch.from_numpy(np.ascontiguousarray(windows[start:start + batch_size]))
-                out[start:start + chunk.shape[0]] = _probs(model, chunk, device)[:, positive_index]
+            bar = lambda starts: tqdm(starts, desc=f"stream {key}", leave=False,  # noqa: E731
+                                      disable=not progress)
+            if fast is not None:
+                out = stream_scores(model, fast[1], x, window_samples=win, hop_samples=hop,
+                                    positive_index=positive_index, device=device,
+                                    batch_size=batch_size, progress=bar)
+            else:
+                windows = frame_windows(x, win, hop)               # (T, win) strided view
+                out = np.empty(len(windows), dtype=np.float64)
+                for start in bar(range(0, len(windows), batch_size)):
+                    chunk = torch.from_numpy(np.ascontiguousarray(windows[start:start + batch_size]))
+                    out[start:start + chunk.shape[0]] = _probs(model, chunk, device)[:, positive_index]
             keys.append(key)
             scores.append(out)
             durations.append(np.asarray(waveform).size / float(sr))   # measured, not assumed

@@ -127,18 +127,29 @@ class LogMel(nn.Module):
         audio = as_batch_audio(audio)
         with _float32_region(audio.device.type):
             power = self.mel(audio.float())  # (B, n_mels, T), power spectrum on the mel scale
-            db = 10.0 * torch.log10(power.clamp_min(_POWER_FLOOR))
-            if self.top_db is not None:
-                # Per-clip peak: max over this clip's own bins, never over the batch.
-                peak = db.amax(dim=(-2, -1), keepdim=True)
-                db = torch.maximum(db, peak - self.top_db)
+            return self.power_to_db(power)
+
+    def power_to_db(self, power: Tensor) -> Tensor:
+        """(B, n_mels, T) mel power → dB with the per-clip top_db floor (the clip = one row B).
+
+        Public so stream scoring (``eval.stream_features``) can assemble a window's mel power from
+        a whole-stream spectrogram and finish it exactly as ``log_mel`` does.
+        """
+        db = 10.0 * torch.log10(power.clamp_min(_POWER_FLOOR))
+        if self.top_db is not None:
+            # Per-clip peak: max over this clip's own bins, never over the batch.
+            peak = db.amax(dim=(-2, -1), keepdim=True)
+            db = torch.maximum(db, peak - self.top_db)
         return db
+
+    def normalize(self, db: Tensor) -> Tensor:
+        """(B, n_mels, T) dB → (B, 1, n_mels, T) features after the global CMVN."""
+        db = (db - self.cmvn_mean[:, None]) / self.cmvn_std[:, None]
+        return db.unsqueeze(1)
 
     def forward(self, audio: Tensor) -> Tensor:
         """(B, S) or (B, 1, S) audio → (B, 1, n_mels, T) float32 features."""
-        db = self.log_mel(audio)
-        db = (db - self.cmvn_mean[:, None]) / self.cmvn_std[:, None]
-        return db.unsqueeze(1)
+        return self.normalize(self.log_mel(audio))
 
 
 @torch.no_grad()
