@@ -1,35 +1,118 @@
+"""The synthetic dataset (data/synth.py) from all three TTS engines, built once per session by the
+root conftest's ``tiny_shards`` fixture (make_tiny_dataset)."""
+
+import hashlib
 import shutil
 
 import numpy as np
 import pytest
 import webdataset as wds
 
+from wakeword_dist.data import noise
 from wakeword_dist.data.reader import iter_split, read_index
-from wakeword_dist.data.synth import make_tiny_dataset
+from wakeword_dist.data.synth import make_tiny_dataset, synthesize
+from wakeword_dist.data.tts import ENGINE_NAMES
 
-# Without espeak-ng the dataset cannot be made; the root conftest's tiny_shards fixture needs it too.
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
-                                  reason="espeak-ng not installed (apt-get install espeak-ng)")
+needs_engines = pytest.mark.skipif(
+    any(shutil.which(b) is None for b in ("espeak-ng", "flite", "festival")),
+    reason="TTS engines missing (apt-get install espeak-ng flite festival festvox-kallpc16k "
+           "festvox-kdlpc16k festvox-us-slt-hts)")
 SPLITS = ("train", "val", "test", "stream", "background")
+CLIP_SPLITS = ("train", "val", "test")
 
 
-@needs_espeak
-def test_same_seed_same_content_hash(tiny_shards, tmp_path):
-    """Debian's espeak-ng is deterministic and every random choice comes from the seed."""
+def _per_engine_digest(root, split) -> dict[str, str]:
+    """engine -> sha256 over (key, audio bytes, json) of its samples in one split."""
+    h: dict[str, hashlib._Hash] = {}
+    for s in iter_split(root / split):
+        d = h.setdefault(s["meta"]["engine"], hashlib.sha256())
+        d.update(s["key"].encode() + s["audio"].tobytes() + repr(sorted(s["meta"].items())).encode())
+    return {e: d.hexdigest() for e, d in h.items()}
+
+
+@needs_engines
+def test_same_seed_same_content_hash_for_every_engine(tiny_shards, tmp_path):
+    """espeak-ng, flite and festival are deterministic and every random choice (voices, speakers,
+    perturbations, prosody, texts, placement) comes from the seed: a rebuild matches bit for bit,
+    split by split and engine by engine."""
     again = make_tiny_dataset(tmp_path, seed=0)
     for split in SPLITS:
         assert again["splits"][split]["content_hash"] == read_index(tiny_shards / split)["content_hash"]
+    for split in ("train", "val", "test", "stream"):
+        mine, theirs = _per_engine_digest(tiny_shards, split), _per_engine_digest(tmp_path, split)
+        assert set(mine) == set(ENGINE_NAMES) and mine == theirs
+    other = synthesize(tmp_path / "seed1", size="tiny", seed=1, progress=False)
+    assert other["splits"]["train"]["content_hash"] != again["splits"]["train"]["content_hash"]
 
 
-@needs_espeak
+@needs_engines
+def test_speakers_and_voice_groups_never_straddle_splits(tiny_shards):
+    metas = {s: [x["meta"] for x in iter_split(tiny_shards / s)] for s in CLIP_SPLITS}
+    for field in ("speaker", "voice", "voice_group"):
+        sets = {s: {(m["engine"], m[field]) if field == "voice" else m[field] for m in metas[s]}
+                for s in CLIP_SPLITS}
+        assert not sets["train"] & sets["val"], field
+        assert not sets["train"] & sets["test"], field
+        assert not sets["val"] & sets["test"], field
+    for s in CLIP_SPLITS:  # derived speakers: several per voice, each one voice + one perturbation
+        by_voice = {}
+        for m in metas[s]:
+            by_voice.setdefault((m["engine"], m["voice"]), set()).add(m["speaker"])
+        assert max(len(v) for v in by_voice.values()) >= 2
+        assert set(read_index(tiny_shards / s)["voice_groups"]) == {m["voice_group"] for m in metas[s]}
+    # the talkers behind several voices (flite kal/kal16 and festival kal_diphone) share a split
+    kal = {s for s in CLIP_SPLITS for m in metas[s] if m["voice_group"] == "talker:kal"}
+    assert len(kal) <= 1
+    # each half of the streams is spoken only by that split's voice groups
+    groups = {s: {m["voice_group"] for m in metas[s]} for s in ("val", "test")}
+    streams = sorted(iter_split(tiny_shards / "stream"), key=lambda x: x["key"])
+    for i, s in enumerate(streams):
+        half = "val" if i < len(streams) // 2 else "test"
+        assert s["meta"]["speaker_split"] == half
+        assert set(s["meta"]["voice_group"].split(",")) <= groups[half]
+
+
+@needs_engines
+def test_every_engine_in_every_split_and_stream_half(tiny_shards):
+    for s in CLIP_SPLITS:
+        counts = {}
+        for x in iter_split(tiny_shards / s):
+            counts[x["meta"]["engine"]] = counts.get(x["meta"]["engine"], 0) + 1
+        assert set(counts) == set(ENGINE_NAMES)
+        assert max(counts.values()) - min(counts.values()) <= 1  # equal shares
+        engines = read_index(tiny_shards / s)["generator"]["engines"]
+        assert set(engines) == set(ENGINE_NAMES)
+        assert all(e["version"] and e["voices"] for e in engines.values())
+    streams = sorted(iter_split(tiny_shards / "stream"), key=lambda x: x["key"])
+    half = len(streams) // 2
+    for part in (streams[:half], streams[half:]):  # the evaluator's val / test halves
+        assert {x["meta"]["source"] for x in part} == set(ENGINE_NAMES)
+    assert all(x["meta"]["source"] == x["meta"]["engine"] and "," not in x["meta"]["engine"]
+               for x in streams)  # one engine per stream
+
+
+@needs_engines
+def test_clip_json_records_engine_voice_speaker_and_perturbation(tiny_shards):
+    seen_perturbed = seen_clean = 0
+    for x in iter_split(tiny_shards / "train"):
+        m = x["meta"]
+        assert m["source"] == m["engine"] in ENGINE_NAMES
+        assert m["speaker"].startswith(f"{m['engine']}:{m['voice']}#")
+        assert set(m["perturb"]) == {"tempo", "pitch_semitones", "warp"}
+        assert set(m["prosody"]) == {"rate", "pitch"}
+        if m["speaker"].endswith("#0"):  # the unperturbed voice (positives may be sped to fit)
+            assert m["perturb"]["pitch_semitones"] == 0 and m["perturb"]["warp"] == 1
+            seen_clean += 1
+        else:
+            assert 0.8 < m["perturb"]["tempo"] < 1.7 and abs(m["perturb"]["pitch_semitones"]) <= 3.5
+            seen_perturbed += 1
+    assert seen_clean and seen_perturbed
+
+
+@needs_engines
 def test_tiny_dataset_contents(tiny_shards):
     root = tiny_shards
     assert all((root / s / "index.json").is_file() for s in SPLITS)
-    speakers = {s: set(read_index(root / s)["speakers"]) for s in ("train", "val", "test")}
-    assert not speakers["train"] & speakers["val"]
-    assert not speakers["train"] & speakers["test"]
-    assert not speakers["val"] & speakers["test"]
-
     index = read_index(root / "train")
     assert index["label_names"] == ["negative", "hey_nova"]
     assert index["sample_rate"] == 16000 and len(index["shards"]) == 3
@@ -42,12 +125,34 @@ def test_tiny_dataset_contents(tiny_shards):
     assert all(m["label"] == 0 and m["hard_negative"] for m in kinds["confusable"])
     assert not any("hey nova" in m["text"].lower() for k, ms in kinds.items() if k != "positive"
                    for m in ms)
+    assert len(kinds["positive"]) == round(0.3 * 180)  # none dropped: long ones are sped up to fit
 
     streams = list(iter_split(root / "stream"))
-    assert len(streams) == 2 and all(s["audio"].size >= 30 * 16000 for s in streams)
+    assert len(streams) == 6 and all(s["audio"].size >= 30 * 16000 for s in streams)
     assert all(s["meta"]["label"] == 0 and "hey nova" not in s["meta"]["text"].lower()
                for s in streams)
     urls = [str(root / "train" / n) for n in index["shards"]]
-    assert len(list(wds.WebDataset(urls, shardshuffle=False))) == 160  # plain WebDataset reads them
-    noise = {s["meta"]["kind"] for s in iter_split(root / "background")}
-    assert noise == {"noise:white", "noise:pink", "noise:brown", "noise:babble"}
+    assert len(list(wds.WebDataset(urls, shardshuffle=False))) == 180  # plain WebDataset reads them
+    kinds = {s["meta"]["kind"] for s in iter_split(root / "background")}
+    assert kinds == {f"noise:{k}" for k in noise.NOISE_KINDS}
+
+
+def test_missing_engine_is_a_one_line_error_naming_the_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no TTS binary on it
+    with pytest.raises(RuntimeError) as err:
+        synthesize(tmp_path / "out", size="tiny", engines=["flite"], progress=False)
+    assert str(err.value) == "flite not found on PATH: install it (apt-get install flite)"
+    with pytest.raises(ValueError, match="engines must be a non-empty subset"):
+        synthesize(tmp_path / "out", size="tiny", engines=["sam"], progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+@needs_engines
+def test_engine_subset_and_speakers_per_voice(tmp_path):
+    r = synthesize(tmp_path, size="tiny", engines=["flite"], speakers_per_voice=3, train_clips=30,
+                   val_clips=9, test_clips=9, stream_count=2, background_clips=9, progress=False)
+    assert all(r["splits"][s]["engines"] == {"flite": n} for s, n in (("train", 30), ("val", 9), ("test", 9)))
+    speakers = {x["meta"]["speaker"] for x in iter_split(tmp_path / "train")}
+    assert {s.rsplit("#", 1)[1] for s in speakers} == {"0", "1", "2"}
+    with pytest.raises(ValueError, match="stream_count must be >= 6"):
+        synthesize(tmp_path / "x", size="tiny", stream_count=4, progress=False)

@@ -1,17 +1,21 @@
-"""Synthesize a complete wake-word dataset with espeak-ng (no downloads, seconds on 2 cores).
+"""Synthesize a complete wake-word dataset with every offline TTS engine (no downloads, 2 CPU cores).
 
 Splits written under ``out_root`` (see shards/README.md)::
 
     train/ val/ test/   1-s clips: positives (the wake phrase), hard negatives (confusable
                         phrases, the phrase cut short, a window of a sentence around the phrase
                         that lacks the full phrase), generic negative speech
-    stream/             >= 30-s continuous negative audio (speech + noise floor) for FA/h
-    background/         noise bank for augmentation: white, pink, brown noise and babble
+    stream/             >= 30-s continuous negative audio (speech + noise floor) for FA/h; each
+                        stream is spoken by ONE engine; the first half (by key) by val speakers,
+                        the second half by test speakers, engines interleaved in key order
+    background/         noise bank for augmentation (every kind of ``noise.NOISE_KINDS``)
 
-Speakers are espeak ``voice+variant`` pairs, disjoint across train / val / test; the stream uses
-held-out (val + test) speakers, babble uses train speakers. Every random choice is drawn up front
-from one ``numpy`` generator, so the output depends only on (seed, sizes, phrase, espeak build),
-never on thread timing: the same seed gives the same ``content_hash``.
+Speech comes from the engines in ``engines`` (espeak-ng, flite, festival; ``data/tts``), each voice
+perturbed (tempo, pitch, formant warp; ``data/perturb``) into ``speakers_per_voice`` derived
+speakers; voices sharing a timbre or talker share one split (``tts/speakers``). Engines share
+each split's clips equally. Every random choice is drawn up front from one ``numpy`` generator,
+so the output depends only on (seed, sizes, phrase, engine builds), never on thread timing: the
+same seed gives the same ``content_hash``.
 """
 
 from __future__ import annotations
@@ -28,52 +32,76 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wakeword_dist.atomic import replace_dir
-from wakeword_dist.data import espeak, noise, texts
-from wakeword_dist.data.audio_io import resample
+from wakeword_dist.data import noise, texts
+from wakeword_dist.data.audio_io import to_int16
+from wakeword_dist.data.perturb import Perturbation, jitter, perturb
 from wakeword_dist.data.shard_writer import ShardWriter
+from wakeword_dist.data.tts import ENGINE_NAMES, Prosody, get_engine
+from wakeword_dist.data.tts.base import to_rate
+from wakeword_dist.data.tts.speakers import Speaker, assign_voices, derive_speakers
 
 log = logging.getLogger(__name__)
 
 DEFAULT_AUDIO_FORMAT = "wav"  # fastest to decode; see shards/README.md for the measurements
-# Sizes in clips (1 clip = clip_seconds of audio). "tiny" is for tests (~1-2 s to build).
+# Sizes in clips (1 clip = clip_seconds of audio) and streams. max_voices caps an engine's voices
+# (espeak-ng has 320); speakers_per_voice = derived speakers per engine voice (#0 unperturbed).
 PRESETS = {
-    "tiny": dict(n_speakers=12, train_clips=160, val_clips=40, test_clips=40, background_clips=24,
-                 stream_count=2, stream_seconds=30.0, samples_per_shard=64),
-    "demo": dict(n_speakers=48, train_clips=3000, val_clips=400, test_clips=400,
-                 background_clips=200, stream_count=20, stream_seconds=60.0, samples_per_shard=250),
+    "tiny": dict(train_clips=180, val_clips=45, test_clips=45, background_clips=27,
+                 stream_count=6, stream_seconds=30.0, samples_per_shard=64,
+                 max_voices={"espeak-ng": 6, "flite": 3, "festival": 3},
+                 speakers_per_voice={"espeak-ng": 2, "flite": 2, "festival": 2}),
+    "demo": dict(train_clips=6000, val_clips=800, test_clips=800, background_clips=270,
+                 stream_count=66, stream_seconds=60.0, samples_per_shard=250,
+                 max_voices={"espeak-ng": 48},
+                 speakers_per_voice={"espeak-ng": 3, "flite": 8, "festival": 12}),
+    "full": dict(train_clips=17000, val_clips=2000, test_clips=2000, background_clips=540,
+                 stream_count=138, stream_seconds=60.0, samples_per_shard=500,
+                 max_voices={"espeak-ng": 96},
+                 speakers_per_voice={"espeak-ng": 4, "flite": 16, "festival": 24}),
 }
 MIX = {"positive": 0.30, "hard": 0.35}  # rest generic negative; of hard negatives:
 HARD_MIX = {"confusable": 0.5, "partial": 0.2, "fragment": 0.3}
-RATE_WPM = (150, 221)  # espeak -s range; below ~150 wpm "hey nova" no longer fits 1 s
-PITCH = (25, 76)  # espeak -p range (0-99)
+PROSODY_RATE = (0.9, 1.25)  # engine speaking-rate factor per batch (espeak: 158-219 wpm)
+PROSODY_PITCH = (0.8, 1.25)  # engine mean-f0 factor per batch (where the voice honours it)
+BATCH_TEXTS = {"espeak-ng": 24, "flite": 24, "festival": 128}  # texts per engine process
+# (festival: ~0.2 s CPU of start-up per process against 6-37 ms per utterance)
+POSITIVE_MAX_S = 0.95  # a positive longer than this (x clip_seconds) after perturbation is sped
+MAX_FIT_TEMPO = 1.6  # up to fit, at most to this tempo; beyond, it is dropped
 PEAK_DBFS = (-18.0, -1.0)  # per-clip speech peak level: light level variation
 FLOOR_DBFS = (-70.0, -50.0)  # white noise floor RMS, so no clip is digital silence
-BATCH_TEXTS = 24  # texts per espeak call (one start-up for ~24 utterances)
+WINDOW_PAD = 1024  # input samples perturbed beyond a clip's crop on each side (2 STFT windows)
 STREAM_GAP_S = (0.3, 2.5)  # pause between utterances in a stream, s
+STREAM_S_PER_UTTERANCE = 2.5  # stream s per planned utterance (~1 s of speech + ~1.4 s of pause; measured)
 
 
 @dataclass
 class _Item:
-    """One planned clip (or stream utterance): what to say and how to place it."""
+    """One planned clip (or stream utterance): what to say, by whom, and how to place it."""
     kind: str
     text: str
     label: int
     hard: bool
-    speaker: str = ""
+    speaker: Speaker | None = None
     place: str = "random"  # random | end | start  (where the speech sits in the clip)
+    in_clip: bool = True  # a 1-s clip (only its window is perturbed), not stream/babble speech
+    perturb: Perturbation = Perturbation()
     u_offset: float = 0.0
     peak_dbfs: float = -6.0
     floor_dbfs: float = -60.0
-    audio: np.ndarray | None = field(default=None, repr=False)
+    prosody: Prosody = Prosody()
+    place_seed: tuple = ()  # seed of the clip's own noise-floor generator
+    audio: np.ndarray | None = field(default=None, repr=False)  # float32 speech at the shard rate
+    clip: tuple | None = field(default=None, repr=False)  # in_clip items: (int16 (S,), meta) or None
 
 
 def make_tiny_dataset(out_root: str | os.PathLike, seed: int = 0) -> dict:
-    """Build the tiny test dataset (~264 clips, 2 x 30-s streams) in a few seconds; no progress bar."""
+    """Build the tiny test dataset (270 clips, 6 x 30-s streams, all engines) in a few seconds."""
     return synthesize(out_root, size="tiny", seed=seed, progress=False)
 
 
 def synthesize(out_root: str | os.PathLike, *, wake_phrase: str = "hey nova", seed: int = 0,
-               size: str = "demo", n_speakers: int | None = None, clip_seconds: float = 1.0,
+               size: str = "demo", engines: list[str] | tuple[str, ...] = ENGINE_NAMES,
+               speakers_per_voice: int | None = None, clip_seconds: float = 1.0,
                train_clips: int | None = None, val_clips: int | None = None,
                test_clips: int | None = None, background_clips: int | None = None,
                stream_count: int | None = None, stream_seconds: float | None = None,
@@ -84,108 +112,127 @@ def synthesize(out_root: str | os.PathLike, *, wake_phrase: str = "hey nova", se
 
     Args:
         wake_phrase: the positive class; its label name is the phrase with underscores.
-        size: preset (``"tiny"`` or ``"demo"``); explicit counts override the preset's.
+        size: preset (``"tiny"``, ``"demo"`` or ``"full"``); explicit counts override its own.
+        engines: TTS engines to mix (each gets an equal share of every split and of the streams).
+        speakers_per_voice: derived speakers per engine voice, all engines (default: the preset's).
         clip_seconds: length of every train/val/test/background clip, s.
         stream_seconds: length of each stream sample, s (>= 30).
         audio_format: ``"wav"`` (default), ``"flac"`` or ``"npy"``.
-        workers: parallel espeak processes (default: CPU count + 1).
+        workers: parallel synthesis threads (default: CPU count + 1).
 
     Returns a report: per split ``num_samples``, ``total_seconds``, ``content_hash``; ``seconds``
-    taken; ``dropped`` (positives longer than a clip, not written).
+    taken, also ``engine_seconds`` per engine (synthesis + perturbation, summed over threads);
+    ``dropped`` (positives too long for a clip, not written).
     Each split directory appears only when complete (written to a temp dir, then renamed).
     """
     t0 = time.perf_counter()
     if size not in PRESETS:
         raise ValueError(f"size must be one of {sorted(PRESETS)}, got {size!r}")
     cfg = dict(PRESETS[size])
-    overrides = dict(n_speakers=n_speakers, train_clips=train_clips, val_clips=val_clips,
-                     test_clips=test_clips, background_clips=background_clips,
-                     stream_count=stream_count, stream_seconds=stream_seconds,
-                     samples_per_shard=samples_per_shard)
+    overrides = dict(train_clips=train_clips, val_clips=val_clips, test_clips=test_clips,
+                     background_clips=background_clips, stream_count=stream_count,
+                     stream_seconds=stream_seconds, samples_per_shard=samples_per_shard)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
+    engines = list(dict.fromkeys(engines))
+    if not engines or any(e not in ENGINE_NAMES for e in engines):
+        raise ValueError(f"engines must be a non-empty subset of {list(ENGINE_NAMES)}, got {engines}")
     if cfg["stream_seconds"] < 30:
         raise ValueError("stream_seconds must be >= 30 (the FA/h evaluation assumes long audio)")
-    if cfg["n_speakers"] < 3:
-        raise ValueError("n_speakers must be >= 3 (one per split at least)")
-    espeak.espeak_binary()  # fail early with the install hint
+    if cfg["stream_count"] < 2 * len(engines):
+        raise ValueError(f"stream_count must be >= {2 * len(engines)} (every engine in the val "
+                         f"and the test half of the streams), got {cfg['stream_count']}")
+    spv = {e: speakers_per_voice or cfg["speakers_per_voice"].get(e, 1) for e in engines}
+    for e in engines:  # fail at once, with the apt package, before any work
+        get_engine(e).binary_path()
+        get_engine(e).voices()
     label_name = texts.phrase_label_name(wake_phrase)
     label_names = ["negative", label_name]
     clip_samples = int(round(clip_seconds * sample_rate))
     rng = np.random.default_rng(seed)
 
     # ---- plan: every random decision, in a fixed order -------------------------------------
-    speakers = _pick_speakers(rng, cfg["n_speakers"])
-    n_val = n_test = max(1, round(0.15 * len(speakers)))
-    split_speakers = {"val": speakers[:n_val], "test": speakers[n_val:n_val + n_test],
-                      "train": speakers[n_val + n_test:]}
-    plans = {s: _plan_clips(rng, cfg[f"{s}_clips"], split_speakers[s], wake_phrase)
+    voices = assign_voices(rng, engines, cfg["max_voices"])
+    speakers = derive_speakers(rng, voices, spv)
+    for split in ("train", "val", "test"):
+        if not any(speakers[split].values()):
+            raise ValueError(f"no voices left for the {split} split")
+    plans = {s: _plan_clips(rng, cfg[f"{s}_clips"], speakers[s], wake_phrase)
              for s in ("train", "val", "test")}
-    stream_plans = [_plan_stream(rng, cfg["stream_seconds"], split_speakers["val"] +
-                                 split_speakers["test"], wake_phrase)
-                    for _ in range(cfg["stream_count"])]
+    stream_plans = _plan_streams(rng, cfg["stream_count"], cfg["stream_seconds"], speakers, engines,
+                                 wake_phrase)
+    train_speakers = [spk for e in engines for spk in speakers["train"][e]]
     babble_pool = [_Item("babble", texts.random_sentence(rng, wake_phrase), 0, False,
-                         speaker=split_speakers["train"][i % len(split_speakers["train"])])
-                   for i in range(min(48, 4 * cfg["background_clips"]))]
+                         speaker=train_speakers[i % len(train_speakers)], in_clip=False)
+                   for i in range(min(48, max(8, cfg["background_clips"] // 2)))]
     every_item = [it for s in plans.values() for it in s] + \
-                 [it for p in stream_plans for it in p] + babble_pool
+                 [it for _, p in stream_plans for it in p] + babble_pool
+    for it in every_item:
+        it.perturb = jitter(rng, it.speaker.perturb)
     jobs = _make_jobs(rng, every_item)
 
-    # ---- speak: espeak batches in parallel threads (the work is in the subprocesses); the
-    # resampling stays in this thread (BLAS called from several threads at once oversubscribes)
+    for split_no, split in enumerate(("train", "val", "test")):
+        for i, it in enumerate(plans[split]):
+            it.place_seed = (seed, split_no, i)
+
+    # ---- speak, perturb, place: engine batches in parallel threads (the engines run as
+    # subprocesses; numpy/scipy release the GIL in their FFTs and array loops). Every result
+    # depends on the plan only, never on which thread ran first.
     workers = workers or (os.cpu_count() or 2) + 1
+    engine_seconds = {e: 0.0 for e in engines}
     with ThreadPoolExecutor(workers) as pool:
-        done = pool.map(lambda job: espeak.speak_batch([it.text for it in job[3]], *job[:3]), jobs)
-        for job, segments in tqdm(zip(jobs, done), total=len(jobs), desc="espeak",
-                                  disable=not progress, unit="batch"):
-            for it, seg in zip(job[3], segments):
-                it.audio = resample(seg.astype(np.float32) / 32768.0, espeak.ESPEAK_SAMPLE_RATE,
-                                    sample_rate)
+        done = pool.map(lambda job: _run_job(job, sample_rate, clip_samples), jobs)
+        for (engine, _, _, _), seconds in tqdm(zip(jobs, done), total=len(jobs), desc="tts",
+                                               disable=not progress, unit="batch"):
+            engine_seconds[engine] += seconds
+        streams = list(pool.map(
+            lambda i: _assemble_stream(stream_plans[i][1], cfg["stream_seconds"], sample_rate,
+                                       np.random.default_rng([seed, 7, i]), stream_plans[i][0]),
+            range(len(stream_plans))))
 
     # ---- assemble and write ------------------------------------------------------------------
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
-    extra = {"generator": {"name": "espeak-ng", "version": espeak.espeak_version(), "size": size,
-                           "wake_phrase": wake_phrase, "clip_seconds": clip_seconds}}
+    generator = {"name": "wakeword-dist synth", "size": size, "wake_phrase": wake_phrase,
+                 "clip_seconds": clip_seconds, "speakers_per_voice": spv}
     report = {"out_root": str(out_root), "splits": {}, "dropped": 0}
     split_items: dict[str, list[tuple[str, np.ndarray, dict]]] = {}
     for split in ("train", "val", "test"):
-        rows, dropped = [], 0
-        for it in plans[split]:
-            clip = _place(it, clip_samples, sample_rate, np.random.default_rng([seed, len(rows), dropped]))
-            if clip is None:
-                dropped += 1
-                continue
-            rows.append(clip)
+        rows = [it.clip for it in plans[split] if it.clip is not None]
+        dropped = len(plans[split]) - len(rows)
         report["dropped"] += dropped
         if dropped:
             log.warning("%s: dropped %d positives longer than %.2f s", split, dropped, clip_seconds)
         split_items[split] = [(f"{split}-{i:06d}", a, m) for i, (a, m) in enumerate(rows)]
-    split_items["stream"] = [
-        (f"stream-{i:06d}", *_assemble_stream(p, cfg["stream_seconds"], sample_rate,
-                                             np.random.default_rng([seed, 7, i])))
-        for i, p in enumerate(stream_plans)]
+    split_items["stream"] = [(f"stream-{i:06d}", a, m) for i, (a, m) in enumerate(streams)]
+    # Hook: a room-impulse-response bank (data/rooms.py) is written beside the background split.
     split_items["background"] = _background(np.random.default_rng([seed, 11]), cfg["background_clips"],
-                                            clip_samples, [it.audio for it in babble_pool])
+                                            clip_samples, sample_rate, [it.audio for it in babble_pool])
 
     tmp_dirs = {s: out_root / f".{s}.tmp-{os.getpid()}" for s in split_items}
     try:
         for split, rows in split_items.items():
             shutil.rmtree(tmp_dirs[split], ignore_errors=True)
-            spk = sorted({m["speaker"] for _, _, m in rows})
+            used = _engines_used(rows)
+            extra = {"generator": {**generator, "engines": {
+                e: {"version": get_engine(e).version(), "voices": used[e]} for e in used}},
+                "split": split, "speakers": sorted({m["speaker"] for _, _, m in rows}),
+                "voice_groups": sorted({m["voice_group"] for _, _, m in rows if "voice_group" in m})}
+            source = "synth:" + "+".join(engines) if split != "background" else "synth-noise"
             with ShardWriter(tmp_dirs[split], cfg["samples_per_shard"], audio_format, sample_rate,
-                             label_names=label_names, source="espeak-ng", seed=seed,
-                             extra={**extra, "split": split, "speakers": spk}) as w:
+                             label_names=label_names, source=source, seed=seed, extra=extra) as w:
                 for key, audio, meta in tqdm(rows, desc=f"write {split}", disable=not progress,
                                              unit="clip", leave=False):
                     w.write(key, audio, {"label_name": label_names[meta["label"]], **meta})
                 index = w.close()
             report["splits"][split] = {k: index[k] for k in
                                        ("num_samples", "total_seconds", "content_hash")}
+            report["splits"][split]["engines"] = _engine_counts(rows)
         for split, tmp in tmp_dirs.items():
             replace_dir(tmp, out_root / split)
     finally:
         for tmp in tmp_dirs.values():
             shutil.rmtree(tmp, ignore_errors=True)
+    report["engine_seconds"] = {e: round(s, 2) for e, s in engine_seconds.items()}
     report["seconds"] = round(time.perf_counter() - t0, 2)
     if progress:
         print(f"synthesized {sum(s['num_samples'] for s in report['splits'].values())} samples "
@@ -194,13 +241,6 @@ def synthesize(out_root: str | os.PathLike, *, wake_phrase: str = "hey nova", se
 
 
 # ------------------------------------------------------------------------------------ planning
-def _pick_speakers(rng: np.random.Generator, n: int) -> list[str]:
-    every = [f"{v}+{var}" for v in espeak.VOICES for var in espeak.VARIANTS]
-    if n > len(every):
-        raise ValueError(f"n_speakers={n} > {len(every)} available voice+variant pairs")
-    return [every[i] for i in rng.permutation(len(every))[:n]]
-
-
 def _level_params(rng: np.random.Generator, it: _Item) -> _Item:
     it.u_offset = float(rng.random())
     it.peak_dbfs = float(rng.uniform(*PEAK_DBFS))
@@ -208,7 +248,10 @@ def _level_params(rng: np.random.Generator, it: _Item) -> _Item:
     return it
 
 
-def _plan_clips(rng: np.random.Generator, n: int, speakers: list[str], phrase: str) -> list[_Item]:
+def _plan_clips(rng: np.random.Generator, n: int, speakers: dict[str, list[Speaker]],
+                phrase: str) -> list[_Item]:
+    """``n`` clips in the MIX proportions, shuffled; engine = item index mod #engines, then the
+    engine's speakers in turn (every engine gets an equal share of every kind)."""
     n_pos = round(MIX["positive"] * n)
     n_hard = round(MIX["hard"] * n)
     n_conf = round(HARD_MIX["confusable"] * n_hard)
@@ -228,18 +271,37 @@ def _plan_clips(rng: np.random.Generator, n: int, speakers: list[str], phrase: s
     for _ in range(n - len(items)):
         items.append(_Item("speech", texts.random_sentence(rng, phrase), 0, False))
     items = [items[i] for i in rng.permutation(len(items))]  # shuffled: shards are mixed
+    engines = [e for e, spk in speakers.items() if spk]
+    turn = {e: 0 for e in engines}
     for i, it in enumerate(items):
-        it.speaker = speakers[i % len(speakers)]
+        e = engines[i % len(engines)]
+        it.speaker = speakers[e][turn[e] % len(speakers[e])]
+        turn[e] += 1
         _level_params(rng, it)
     return items
 
 
-def _plan_stream(rng: np.random.Generator, seconds: float, speakers: list[str],
+def _plan_streams(rng: np.random.Generator, count: int, seconds: float,
+                  speakers: dict[str, dict[str, list[Speaker]]], engines: list[str],
+                  phrase: str) -> list[tuple[str, list[_Item]]]:
+    """``[(half, utterances)]`` per stream in key order: the first ``count // 2`` from val
+    speakers, the rest from test speakers; in each half engine = position mod #engines."""
+    out = []
+    for i in range(count):
+        half = "val" if i < count // 2 else "test"
+        j = i if half == "val" else i - count // 2
+        usable = [e for e in engines if speakers[half][e]]
+        e = usable[j % len(usable)]
+        out.append((half, _plan_stream(rng, seconds, speakers[half][e], phrase)))
+    return out
+
+
+def _plan_stream(rng: np.random.Generator, seconds: float, speakers: list[Speaker],
                  phrase: str) -> list[_Item]:
     """Utterances for one stream: generic speech and confusables, never the full phrase, also
     not across utterance boundaries (partials like "hey" + "nova..." are left out)."""
     confusables = texts.confusable_phrases(phrase)
-    n = int(seconds / 1.5) + 4  # ~1.5 s per utterance + gap; assembly cycles if short
+    n = int(np.ceil(seconds / STREAM_S_PER_UTTERANCE)) + 2  # assembly cycles if short
     items, prev = [], ""
     while len(items) < n:
         if rng.random() < 0.25:
@@ -248,34 +310,89 @@ def _plan_stream(rng: np.random.Generator, seconds: float, speakers: list[str],
             text, kind, hard = texts.random_sentence(rng, phrase), "speech", False
         if texts.contains_phrase(f"{prev} {text}", phrase):
             continue
-        it = _Item(kind, text, 0, hard, speaker=speakers[int(rng.integers(len(speakers)))])
+        it = _Item(kind, text, 0, hard, speaker=speakers[int(rng.integers(len(speakers)))],
+                   in_clip=False)
         items.append(_level_params(rng, it))
         prev = text
     return items
 
 
-def _make_jobs(rng: np.random.Generator, items: list[_Item]) -> list[tuple[str, int, int, list[_Item]]]:
-    """Group items by speaker into espeak calls of <= BATCH_TEXTS, each with its own rate/pitch."""
-    by_speaker: dict[str, list[_Item]] = {}
+def _make_jobs(rng: np.random.Generator, items: list[_Item]) -> list[tuple[str, str, Prosody, list[_Item]]]:
+    """Group items by engine voice into batches of <= BATCH_TEXTS[engine], each with its own
+    engine prosody: ``[(engine, voice, prosody, items)]`` (the derived speakers of one voice
+    share its batches: they differ only after synthesis)."""
+    by_voice: dict[tuple[str, str], list[_Item]] = {}
     for it in items:
-        by_speaker.setdefault(it.speaker, []).append(it)
+        by_voice.setdefault((it.speaker.engine, it.speaker.voice), []).append(it)
     jobs = []
-    for spk in sorted(by_speaker):
-        group = by_speaker[spk]
-        for i in range(0, len(group), BATCH_TEXTS):
-            jobs.append((spk, int(rng.integers(*RATE_WPM)), int(rng.integers(*PITCH)),
-                         group[i:i + BATCH_TEXTS]))
+    for engine, voice in sorted(by_voice):
+        group, size = by_voice[engine, voice], BATCH_TEXTS[engine]
+        for i in range(0, len(group), size):
+            prosody = get_engine(engine).applied(voice, Prosody(float(rng.uniform(*PROSODY_RATE)),
+                                                                float(rng.uniform(*PROSODY_PITCH))))
+            jobs.append((engine, voice, prosody, group[i:i + size]))
     return jobs
 
 
+def _run_job(job, sample_rate: int, clip_samples: int) -> float:
+    """Speak one batch, resample to ``sample_rate``, perturb each utterance; fills ``it.audio``.
+    Returns the seconds it took (for the per-engine report)."""
+    t0 = time.perf_counter()
+    engine, voice, prosody, items = job
+    clips, native_sr = get_engine(engine).speak_batch([it.text for it in items], voice, prosody)
+    for it, clip in zip(items, clips):
+        it.prosody = prosody
+        speech = to_rate(clip, native_sr, sample_rate)
+        if it.label == 1 and speech.size:  # a positive must fit its clip: speed it up to fit
+            need = speech.size / (POSITIVE_MAX_S * clip_samples)
+            if need > it.perturb.tempo and need <= MAX_FIT_TEMPO:
+                it.perturb = Perturbation(need, it.perturb.pitch_semitones, it.perturb.warp)
+        if it.perturb.is_identity or speech.size == 0:
+            it.audio = speech
+        elif it.in_clip:
+            it.audio = _perturb_clip_window(it, speech, sample_rate, clip_samples)
+        else:
+            it.audio = perturb(speech, sample_rate, it.perturb)
+        if it.in_clip:  # placed here (in parallel); only the int16 clip is kept
+            it.clip = _place(it, clip_samples, sample_rate, np.random.default_rng(list(it.place_seed)))
+            it.audio = None
+    return time.perf_counter() - t0
+
+
+def _perturb_clip_window(it: _Item, speech: np.ndarray, sr: int, clip_samples: int) -> np.ndarray:
+    """Perturb only the part of a long utterance that its clip keeps (the crop ``_place`` would
+    take from the fully perturbed utterance, plus PAD input samples each side so the STFT edges
+    stay outside): the same clip for a fraction of the work. Short utterances: all of it."""
+    tempo, n = it.perturb.tempo, speech.size
+    n_out = int(round(n / tempo))
+    if n_out <= clip_samples + 2 * WINDOW_PAD:
+        return perturb(speech, sr, it.perturb)
+    if it.place == "end":
+        first_out = n_out - clip_samples
+    elif it.place == "start":
+        first_out = 0
+    else:
+        first_out = int(it.u_offset * (n_out - clip_samples))
+    lo = max(0, int(first_out * tempo) - WINDOW_PAD)
+    hi = min(n, int(np.ceil((first_out + clip_samples) * tempo)) + WINDOW_PAD)
+    y = perturb(speech[lo:hi], sr, it.perturb)
+    start = int(round(first_out - lo / tempo))
+    out = y[start:start + clip_samples]
+    return np.pad(out, (0, clip_samples - out.size))
+
+
 # ------------------------------------------------------------------------------------ assembly
-def _meta(it: _Item, duration_s: float) -> dict:
-    return {"label": it.label, "speaker": it.speaker, "source": "espeak-ng", "text": it.text,
-            "hard_negative": it.hard, "kind": it.kind}
+def _meta(it: _Item) -> dict:
+    spk = it.speaker
+    return {"label": it.label, "speaker": spk.name, "source": spk.engine, "engine": spk.engine,
+            "voice": spk.voice, "voice_group": spk.group, "perturb": it.perturb.as_dict(),
+            "prosody": it.prosody.as_dict(), "text": it.text, "hard_negative": it.hard,
+            "kind": it.kind}
 
 
 def _place(it: _Item, clip_samples: int, sr: int, rng: np.random.Generator):
-    """Put the utterance into a clip of ``clip_samples``: ``(float32 (S,), meta)`` or ``None``."""
+    """Put the utterance into a clip of ``clip_samples``: ``(int16 (S,), meta)`` or ``None``
+    (int16 as the shard writer would round it: the same bytes, half the memory)."""
     speech = it.audio
     if speech is None or speech.size == 0:
         return None
@@ -299,11 +416,12 @@ def _place(it: _Item, clip_samples: int, sr: int, rng: np.random.Generator):
         start = int(it.u_offset * (clip_samples - n))
         clip[start:start + n] = speech
     clip += noise.coloured_noise(rng, clip_samples, "white", it.floor_dbfs)
-    return np.clip(clip, -1, 1), _meta(it, clip_samples / sr)
+    return to_int16(np.clip(clip, -1, 1)), _meta(it)
 
 
-def _assemble_stream(items: list[_Item], seconds: float, sr: int, rng: np.random.Generator):
-    """Concatenate utterances with pauses over a pink/brown noise floor: ``(float32 (N,), meta)``."""
+def _assemble_stream(items: list[_Item], seconds: float, sr: int, rng: np.random.Generator,
+                     half: str):
+    """Concatenate utterances with pauses over a pink/brown noise floor: ``(int16 (N,), meta)``."""
     total = int(round(seconds * sr))
     out = noise.coloured_noise(rng, total, ["pink", "brown"][int(rng.integers(2))],
                                float(rng.uniform(-55, -40)))
@@ -317,43 +435,70 @@ def _assemble_stream(items: list[_Item], seconds: float, sr: int, rng: np.random
         spoken.append(it.text)
         pos += n + int(rng.uniform(*STREAM_GAP_S) * sr)
         i += 1
-    speakers = sorted({it.speaker for it in usable})
-    meta = {"label": 0, "speaker": ",".join(speakers), "source": "espeak-ng", "hard_negative": False,
-            "text": " | ".join(spoken), "kind": "stream"}
-    return np.clip(out, -1, 1), meta
+    speakers = sorted({it.speaker.name for it in usable})
+    engine = items[0].speaker.engine
+    meta = {"label": 0, "speaker": ",".join(speakers), "source": engine, "engine": engine,
+            "voice": ",".join(sorted({it.speaker.voice for it in usable})),
+            "voice_group": ",".join(sorted({it.speaker.group for it in usable})),
+            "speaker_split": half, "hard_negative": False, "text": " | ".join(spoken),
+            "kind": "stream"}
+    return to_int16(np.clip(out, -1, 1)), meta
 
 
-def _background(rng: np.random.Generator, n: int, clip_samples: int,
+def _background(rng: np.random.Generator, n: int, clip_samples: int, sample_rate: int,
                 speech: list[np.ndarray]) -> list[tuple[str, np.ndarray, dict]]:
+    """``n`` noise clips cycling through ``noise.NOISE_KINDS`` (babble from train speakers)."""
     speech = [s for s in speech if s is not None and s.size]
     rows = []
     for i in range(n):
         kind = noise.NOISE_KINDS[i % len(noise.NOISE_KINDS)]
         level = float(rng.uniform(-35, -15))
-        if kind == "babble" and speech:
-            audio = noise.babble(rng, clip_samples, speech, int(rng.integers(4, 8)), level)
-        else:
-            kind = "white" if kind == "babble" else kind
-            audio = noise.coloured_noise(rng, clip_samples, kind, level)
+        if kind == "babble" and not speech:
+            kind = "white"
+        audio = noise.noise_clip(rng, kind, clip_samples, level, speech, sample_rate=sample_rate)
         meta = {"label": 0, "speaker": kind, "source": f"synth-noise:{kind}", "hard_negative": False,
                 "text": f"<{kind} noise>", "kind": f"noise:{kind}"}
         rows.append((f"background-{i:06d}", np.clip(audio, -1, 1), meta))
     return rows
 
 
+def _engines_used(rows) -> dict[str, list[str]]:
+    """engine -> sorted voices used in these rows (streams list several voices per row)."""
+    used: dict[str, set] = {}
+    for _, _, m in rows:
+        if "engine" in m:
+            used.setdefault(m["engine"], set()).update(m["voice"].split(","))
+    return {e: sorted(v) for e, v in sorted(used.items())}
+
+
+def _engine_counts(rows) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for _, _, m in rows:
+        if "engine" in m:
+            counts[m["engine"]] = counts.get(m["engine"], 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def main(argv=None) -> None:
     """``python -m wakeword_dist.data.synth OUT_ROOT [--size demo] [--seed 0] ...``"""
     import argparse
+    import json
 
-    p = argparse.ArgumentParser(description="Synthesize a wake-word dataset with espeak-ng")
+    p = argparse.ArgumentParser(description="Synthesize a wake-word dataset with offline TTS engines")
     p.add_argument("out_root")
     p.add_argument("--size", default="demo", choices=sorted(PRESETS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wake-phrase", default="hey nova")
+    p.add_argument("--engines", default=",".join(ENGINE_NAMES),
+                   help=f"comma-separated subset of {','.join(ENGINE_NAMES)}")
+    p.add_argument("--speakers-per-voice", type=int, default=None)
     p.add_argument("--format", default=DEFAULT_AUDIO_FORMAT, choices=("wav", "flac", "npy"))
     a = p.parse_args(argv)
-    synthesize(a.out_root, wake_phrase=a.wake_phrase, seed=a.seed, size=a.size,
-               audio_format=a.format)
+    report = synthesize(a.out_root, wake_phrase=a.wake_phrase, seed=a.seed, size=a.size,
+                        engines=a.engines.split(","), speakers_per_voice=a.speakers_per_voice,
+                        audio_format=a.format)
+    print(json.dumps({k: report[k] for k in ("splits", "engine_seconds", "dropped", "seconds")},
+                     indent=1))
 
 
 if __name__ == "__main__":
