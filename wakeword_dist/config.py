@@ -60,7 +60,11 @@ class DataConfig:
     label_fraction: float = _help(
         "Fraction of training clips whose label the *student* sees (chosen by a hash of the key); "
         "the rest become unlabelled (label -1, KD term only). The teacher job always sees all labels.", 1.0)
-    synth_size: str = _help("Preset for `synth`: tiny (tests) or demo.", "demo")
+    synth_size: str = _help("Preset for `synth`: tiny (tests), demo (the README's job) or full.", "demo")
+    engines: list = _help("TTS engines `synth` mixes (equal shares of every split and of the streams): "
+                          "espeak-ng, flite, festival.", ["espeak-ng", "flite", "festival"])
+    speakers_per_voice: int = _help("`synth`: derived (perturbed) speakers per engine voice, #0 unperturbed; "
+                                    "0 = the preset's (tiny 2; demo 3 espeak-ng / 8 flite / 12 festival).", 0)
     synth_seed: int = _help("Seed of the synthetic generator.", 0)
     wake_phrase: str = _help("Wake phrase spoken by the synthetic generator.", "hey nova")
     audio_format: str = _help("Audio member format written by synth/build-shards: flac, wav or npy.", "wav")
@@ -236,11 +240,12 @@ class Config:
 
 # ---- validation ------------------------------------------------------------------------
 
+SYNTH_ENGINES = ("espeak-ng", "flite", "festival")  # data.engines (= wakeword_dist.data.tts.ENGINE_NAMES)
 TEACHER_REWRITES = ("fuse_feature_norm", "channels_last_encoder", "dense_pos_conv")  # teacher.fast_forward
 
 _CHOICES = {
     "data.audio_format": ("flac", "wav", "npy"),
-    "data.synth_size": ("tiny", "demo"),
+    "data.synth_size": ("tiny", "demo", "full"),
     "teacher.arch": ("wav2vec2", "hubert", "wavlm"),
     "teacher.feature_encoder": ("wav2vec2", "filterbank"),
     "teacher.dtype": ("fp16", "bf16", "fp32"),
@@ -260,6 +265,7 @@ _RANGES = {
     "data.batch_size": (1, None, True, True),
     "data.num_workers": (0, None, True, True),
     "data.label_fraction": (0, 1, True, True),
+    "data.speakers_per_voice": (0, None, True, True),
     "frontend.n_mels": (1, None, True, True),
     "frontend.win_ms": (0, None, False, True),
     "frontend.hop_ms": (0, None, False, True),
@@ -418,6 +424,9 @@ def validate(cfg: Config) -> None:
                           f"Nyquist ({cfg.data.sample_rate / 2:g} Hz)")
     if not cfg.compare.seeds or not all(isinstance(s, int) for s in cfg.compare.seeds):
         raise ConfigError("config key 'compare.seeds': expected a non-empty list of ints")
+    if not cfg.data.engines or any(e not in SYNTH_ENGINES for e in cfg.data.engines):
+        raise ConfigError(f"config key 'data.engines': expected a non-empty list of "
+                          f"{', '.join(SYNTH_ENGINES)}, got {cfg.data.engines!r}")
     unknown = [r for r in cfg.teacher.fast_forward if r not in TEACHER_REWRITES]
     if unknown:
         raise ConfigError(f"config key 'teacher.fast_forward': {unknown[0]!r} is not one of {', '.join(TEACHER_REWRITES)}")

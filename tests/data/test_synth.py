@@ -156,3 +156,13 @@ def test_engine_subset_and_speakers_per_voice(tmp_path):
     assert {s.rsplit("#", 1)[1] for s in speakers} == {"0", "1", "2"}
     with pytest.raises(ValueError, match="stream_count must be >= 6"):
         synthesize(tmp_path / "x", size="tiny", stream_count=4, progress=False)
+
+
+def test_engine_mix_is_set_in_config():
+    from wakeword_dist.config import ConfigError, load_config
+
+    assert load_config().data.engines == list(ENGINE_NAMES)
+    assert load_config(overrides=["data.engines=[flite, festival]"]).data.engines == ["flite", "festival"]
+    with pytest.raises(ConfigError, match=r"^config key 'data.engines': expected a non-empty list"):
+        load_config(overrides=["data.engines=[espeak-ng, sam]"])
+    assert load_config(overrides=["data.synth_size=full"]).data.synth_size == "full"

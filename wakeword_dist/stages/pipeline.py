@@ -38,6 +38,7 @@ def pipeline(cfg: Config) -> dict:
 
             synthesize(data_root, wake_phrase=cfg.data.wake_phrase, seed=cfg.data.synth_seed,
                        size=cfg.data.synth_size, clip_seconds=cfg.data.clip_seconds,
+                       engines=cfg.data.engines, speakers_per_voice=cfg.data.speakers_per_voice or None,
                        audio_format=cfg.data.audio_format, progress=True)
             from wakeword_dist.data.inspect_shards import inspect_shards, print_inspection
 
