@@ -11,14 +11,27 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
 fi
-# espeak-ng (Debian) is the deterministic TTS behind `wakeword-dist synth`.
-if ! command -v espeak-ng >/dev/null 2>&1; then
+# The offline TTS engines behind `wakeword-dist synth` (Debian packages): espeak-ng, flite and festival
+# with three voices. One apt call for whatever is missing; a machine that has them all never runs apt.
+TTS_PACKAGES="espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
+tts_missing() {
+  command -v espeak-ng >/dev/null 2>&1 || return 0
+  command -v flite >/dev/null 2>&1 || return 0
+  command -v festival >/dev/null 2>&1 || return 0
+  local v
+  for v in english/kal_diphone english/ked_diphone us/cmu_us_slt_arctic_hts; do
+    [ -d "/usr/share/festival/voices/$v" ] || return 0
+  done
+  return 1
+}
+if tts_missing; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[setup] installing espeak-ng (apt)"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null) \
-      || echo "[setup] warning: could not install espeak-ng; synth will fail"
+    echo "[setup] installing the TTS engines (apt): $TTS_PACKAGES"
+    # shellcheck disable=SC2086  # the package list is meant to split into words
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $TTS_PACKAGES >/dev/null) \
+      || echo "[setup] warning: could not install the TTS engines; synth will fail"
   else
-    echo "[setup] warning: espeak-ng not found; install it (apt-get install espeak-ng) for synth"
+    echo "[setup] warning: TTS engines missing; install them (apt-get install $TTS_PACKAGES) for synth"
   fi
 fi
 STAMP=".venv/.installed-${EXTRA:-base}-$(cat pyproject.toml | sha1sum | cut -c1-12)"
