@@ -138,7 +138,7 @@ def test_stream_scores_direct_call_matches_and_chunks_do_not_matter():
     plan = plan_frames(model.frontend, WIN, HOP)
     x = STREAMS[-1][1]
     a = stream_scores(model, plan, x, window_samples=WIN, hop_samples=HOP, positive_index=1,
-                      batch_size=3)
+                      batch_size=3, device=torch.device("cpu"))    # as validate passes acc.device
     b = stream_scores(model, plan, x, window_samples=WIN, hop_samples=HOP, positive_index=1,
                       batch_size=1000)
     # 1e-5, not 0: the body's convolutions round differently at other batch sizes (~1e-6 seen),

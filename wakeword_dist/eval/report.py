@@ -118,7 +118,7 @@ def score_streams(model: torch.nn.Module, stream_items: Iterable[tuple], *, posi
                 windows = frame_windows(x, win, hop)               # (T, win) strided view
                 out = np.empty(len(windows), dtype=np.float64)
                 for start in bar(range(0, len(windows), batch_size)):
-                    chunk = torch.from_numpy(np.ascontiguousarray(windows[start:start + batch_size]))
+                    chunk = torch.from_numpy(np.array(windows[start:start + batch_size]))  # writable copy
                     out[start:start + chunk.shape[0]] = _probs(model, chunk, device)[:, positive_index]
             keys.append(key)
             scores.append(out)
