@@ -113,6 +113,14 @@ def _compare(args):
     compare(_cfg(args))
 
 
+@stage("loeo", "Leave one engine out: for each TTS engine, teacher + compare.seeds x {baseline, distill} trained "
+               "without it and tested on it alone; runs/<experiment>/loeo.json/png.")
+def _loeo(args):
+    from wakeword_dist.stages.loeo import loeo
+
+    loeo(_cfg(args))
+
+
 @stage("report", "One self-contained runs/<experiment>/report.html: comparison with CI, DET and bar plots, "
                  "per-seed rows, teacher quality, config differences, export figures.")
 def _report(args):

@@ -99,6 +99,10 @@ class AugmentConfig:
                                    "Nyquist).", 3400.0)
     channel_mulaw_prob: float = _help("Probability a channelled clip is also 8-bit mu-law coded (G.711, "
                                       "~38 dB SNR).", 0.5)
+    speed_prob: float = _help("Probability a clip is played faster/slower (tempo, pitch and formants "
+                              "together: one talker becomes another), before the room.", 0.0)
+    speed_min: float = _help("Slowest speed factor (0.85 = 15 % slower, ~2.8 semitones down).", 0.85)
+    speed_max: float = _help("Fastest speed factor (1.15 = 15 % faster, ~2.4 semitones up).", 1.15)
     gain_db: float = _help("Random gain drawn from +-gain_db dB.", 6.0)
     shift_ms: float = _help("Random time shift up to +-shift_ms ms.", 100.0)
     specaugment: bool = _help("SpecAugment on the student's log-mel (training only).", True)
@@ -183,6 +187,14 @@ class EvalConfig:
     smoothing_frames: int = _help("Moving-average smoothing of detector scores, in hops.", 3)
     lockout_s: float = _help("No second activation within this many s.", 1.0)
     batch_size: int = _help("Clips per evaluation batch.", 128)
+    test_root: str = _help(
+        "Report test on another dataset (folder, URL or pipe: root holding test/ and stream/, e.g. your own "
+        "recordings made into shards with build-shards); θ still comes from this run's own val. "
+        "Empty = data.root (its test split and the second half of its streams).", "")
+    test_sources: list = _help(
+        "Report test only on clips and streams whose json `source` is listed (e.g. the held-out engine of "
+        "leave-one-engine-out); [] = all.", [])
+    per_engine: bool = _help("Add the test metrics at the same θ per source (engine) to report.json.", True)
 
 
 @dataclass
@@ -278,6 +290,9 @@ _RANGES = {
     "augment.channel_low_hz": (0, None, False, True),
     "augment.channel_high_hz": (0, None, False, True),
     "augment.channel_mulaw_prob": (0, 1, True, True),
+    "augment.speed_prob": (0, 1, True, True),
+    "augment.speed_min": (0, None, False, True),
+    "augment.speed_max": (0, None, False, True),
     "student.width": (0, None, False, True),
     "teacher.memory_share": (0, 1, False, True),
     "teacher.min_val_accuracy": (0, 1, True, True),
@@ -422,6 +437,8 @@ def validate(cfg: Config) -> None:
     if a.channel_high_hz * 1.2 >= cfg.data.sample_rate / 2:
         raise ConfigError(f"config key 'augment.channel_high_hz': {a.channel_high_hz} x1.2 jitter reaches "
                           f"Nyquist ({cfg.data.sample_rate / 2:g} Hz)")
+    if a.speed_min > a.speed_max:
+        raise ConfigError("config key 'augment.speed_min' is larger than 'augment.speed_max'")
     if not cfg.compare.seeds or not all(isinstance(s, int) for s in cfg.compare.seeds):
         raise ConfigError("config key 'compare.seeds': expected a non-empty list of ints")
     if not cfg.data.engines or any(e not in SYNTH_ENGINES for e in cfg.data.engines):

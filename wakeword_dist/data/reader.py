@@ -426,6 +426,16 @@ def split_keys(split_dir) -> list[str]:
     return [key for url in Split.open(split_dir).urls for key, _ in _read_tar(url)]
 
 
+def split_sources(split_dir) -> dict[str, str]:
+    """``{key: source}`` of every sample of a split, from its json members only (no audio is
+    decoded); a sample without a ``source`` field maps to ``""``."""
+    out = {}
+    for url in Split.open(split_dir).urls:
+        for key, parts in _read_tar(url):
+            out[key] = str(json.loads(parts["json"]).get("source", "")) if "json" in parts else ""
+    return out
+
+
 def iter_split(split_dir, keys: Collection[str] | None = None, *,
                include_sources: Collection[str] | None = None,
                exclude_sources: Collection[str] | None = None) -> Iterator[dict]:

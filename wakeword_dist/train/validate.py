@@ -3,7 +3,14 @@
 Clips: the eval loader gives every sample to exactly one rank; results are gathered and
 de-duplicated by key. Streams: stream i goes to rank i % world_size. The `stream` split is
 shared by val and test: streams sorted by key, the first half is val's, the second test's,
-so the threshold chosen on val is never tuned on the audio it is reported on.
+so the threshold chosen on val is never tuned on the audio it is reported on. A split of
+another dataset (``evaluate`` with ``eval.test_root``) or of a held-out engine (leave one engine
+out) scores all of its streams (``stream_half="all"``): none of them chose θ.
+
+Source filters (``sources``, reader kwargs on the json ``source`` field) apply to clips and
+streams alike, so under leave-one-engine-out neither val's clips nor its streams (θ) hold the
+held-out engine. ``per_engine=True`` adds ``report["per_engine"]``: the same metrics at the same
+θ for each source's clips and streams.
 """
 
 from __future__ import annotations
@@ -20,20 +27,26 @@ SUMMARY_KEYS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "frr_
                 "threshold", "clip_auc", "clip_eer", "det_eer", "n_clips", "stream_hours")
 
 
-def stream_keys_for(split: str, stream_dir) -> list[str]:
+PER_ENGINE_KEYS = ("clip_auc", "frr_at_target", "fa_per_hour", "stream_hours", "accuracy", "f1_macro", "n_clips")
+
+
+def stream_keys_for(half: str, stream_dir) -> list[str]:
+    """The streams of ``half``: "val" (first half by key), "test" (second half) or "all"."""
     keys = sorted(reader.split_keys(stream_dir))  # member names only: no audio decoded
-    half = (len(keys) + 1) // 2
-    return keys[:half] if split == "val" else keys[half:]
+    if half == "all":
+        return keys
+    cut = (len(keys) + 1) // 2
+    return keys[:cut] if half == "val" else keys[cut:]
 
 
 def score_split(acc, model, data, cfg: Config, *, split: str, with_streams: bool = True,
-                sources: dict | None = None):
+                sources: dict | None = None, stream_half: str | None = None):
     """Collective. Returns on rank 0 (None elsewhere): (clip keys, probs (N, C), labels (N,),
     stream scores [(T_i,)], stream durations [s], stream keys), de-duplicated by key.
 
-    ``sources``: clip filter as reader kwargs (``{"include_sources": [...]}``); default: the
-    config's ``data.include/exclude_sources`` for val, none for test. Streams are not filtered
-    (they are the negatives FA/h is counted on)."""
+    ``sources``: filter of clips and streams as reader kwargs (``{"include_sources": [...]}``);
+    default: the config's ``data.include/exclude_sources`` for val, none for test.
+    ``stream_half``: which streams ("val", "test", "all"); default: the split's own half."""
     from wakeword_dist.train.components import eval_loader
 
     split_dir = {"val": data.val_dir, "test": data.test_dir}[split]
@@ -47,9 +60,9 @@ def score_split(acc, model, data, cfg: Config, *, split: str, with_streams: bool
         keys, probs, labels = score_clips(net, loader, device=device)
     s_keys, s_scores, s_dur = [], [], []
     if with_streams and reader.split_exists(data.stream_dir):
-        wanted = stream_keys_for(split, data.stream_dir)
+        wanted = stream_keys_for(stream_half or split, data.stream_dir)
         mine = set(wanted[acc.process_index::acc.num_processes])
-        items = reader.iter_stream(data.stream_dir, keys=mine)  # decodes only this rank's streams
+        items = reader.iter_stream(data.stream_dir, keys=mine, **sources)  # only this rank's streams
         s_keys, s_scores, s_dur = score_streams(
             net, items, positive_index=data.positive_index, sample_rate=cfg.data.sample_rate,
             window_s=cfg.eval.window_s, hop_s=cfg.eval.hop_s, device=device,
@@ -68,25 +81,53 @@ def score_split(acc, model, data, cfg: Config, *, split: str, with_streams: bool
 
 
 def validate(acc, model, data, cfg: Config, *, split: str = "val", job: str = "distill",
-             threshold: float | None = None, sources: dict | None = None) -> dict:
+             threshold: float | None = None, sources: dict | None = None,
+             stream_half: str | None = None, per_engine: bool = False) -> dict:
     """Collective. On rank 0 returns {"report": full report, "summary": scalar metrics}; else {}.
-    ``sources``: as for ``score_split``."""
+    ``sources``, ``stream_half``: as for ``score_split``. ``per_engine``: add
+    ``report["per_engine"]`` ({source: PER_ENGINE_KEYS at the report's θ})."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             scored = score_split(acc, model, data, cfg, split=split, with_streams=job != "teacher",
-                                 sources=sources)
+                                 sources=sources, stream_half=stream_half)
     finally:
         model.train(was_training)
     if scored is None:
         return {"summary": {}}
     keys, probs, labels, s_scores, s_dur, s_keys = scored
-    report = build_report(
+    report = _report(cfg, data, probs, labels, s_scores, s_dur, s_keys, threshold)
+    report["n_unique_keys"] = len(keys)
+    if per_engine:
+        split_dir = {"val": data.val_dir, "test": data.test_dir}[split]
+        report["per_engine"] = _per_engine(cfg, data, split_dir, report["threshold"], keys, probs, labels,
+                                           s_scores, s_dur, s_keys)
+    summary = {k: float(report[k]) for k in SUMMARY_KEYS if k in report and report[k] is not None}
+    return {"report": report, "summary": summary}
+
+
+def _report(cfg: Config, data, probs, labels, s_scores, s_dur, s_keys, threshold) -> dict:
+    return build_report(
         probs, labels, s_scores, s_dur, positive_index=data.positive_index, label_names=data.label_names,
         hop_s=cfg.eval.hop_s, window_s=cfg.eval.window_s, smoothing_frames=cfg.eval.smoothing_frames,
         lockout_s=cfg.eval.lockout_s, target_fa_per_hour=cfg.eval.target_fa_per_hour, threshold=threshold,
         stream_keys=s_keys)
-    report["n_unique_keys"] = len(keys)
-    summary = {k: float(report[k]) for k in SUMMARY_KEYS if k in report and report[k] is not None}
-    return {"report": report, "summary": summary}
+
+
+def _per_engine(cfg: Config, data, split_dir, threshold: float, keys, probs, labels, s_scores, s_dur,
+                s_keys) -> dict:
+    """The split's metrics at ``threshold`` for each source (engine) of its clips: its own clips,
+    and the streams of the same source (FA/h NaN where it has none). Rank 0 only."""
+    clip_source = reader.split_sources(split_dir)
+    stream_source = reader.split_sources(data.stream_dir) if s_keys else {}
+    clip_of = np.array([clip_source.get(k, "") for k in keys])
+    stream_of = [stream_source.get(k, "") for k in s_keys]
+    out = {}
+    for source in sorted(set(clip_of)):
+        sel = clip_of == source
+        mine = [i for i, s in enumerate(stream_of) if s == source]
+        sub = _report(cfg, data, probs[sel], labels[sel], [s_scores[i] for i in mine], [s_dur[i] for i in mine],
+                      [s_keys[i] for i in mine], threshold)
+        out[source or "<none>"] = {k: sub.get(k) for k in PER_ENGINE_KEYS}
+    return out
