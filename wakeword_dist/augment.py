@@ -108,6 +108,11 @@ class WaveAugment(nn.Module):
         channel_band_hz: (low, high) pass band, Hz (300-3400 = the telephone band).
         channel_mulaw_prob: probability a channelled clip is also 8-bit mu-law coded (G.711
             quantisation; samples saturate at ±1).
+        speed_prob: probability a clip is played faster or slower (first, before the room): a
+            factor ×U(speed_range) scales tempo, pitch and formants together, so one talker
+            sounds like another (a larger or smaller vocal tract); linear interpolation about
+            the clip's centre, silence where the slowed clip runs out.
+        speed_range: (low, high) speed factors (0.85-1.15 ≈ ±2.5 semitones).
     """
 
     def __init__(
@@ -130,11 +135,14 @@ class WaveAugment(nn.Module):
         channel_band_hz: tuple[float, float] = (300.0, 3400.0),
         channel_mulaw_prob: float = 0.5,
         channel_jitter: float = 0.2,
+        speed_prob: float = 0.0,
+        speed_range: tuple[float, float] = (0.85, 1.15),
     ) -> None:
         super().__init__()
         for name, p in (("noise_prob", noise_prob), ("rir_prob", rir_prob),
                         ("gain_prob", gain_prob), ("shift_prob", shift_prob),
-                        ("channel_prob", channel_prob), ("channel_mulaw_prob", channel_mulaw_prob)):
+                        ("channel_prob", channel_prob), ("channel_mulaw_prob", channel_mulaw_prob),
+                        ("speed_prob", speed_prob)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {p}")
         if shift_mode not in ("circular", "zero"):
@@ -148,6 +156,8 @@ class WaveAugment(nn.Module):
         if not (0 < low_hz * (1 + j) < high_hz * (1 - j) and high_hz * (1 + j) < sample_rate / 2):
             raise ValueError(f"channel_band_hz must keep 0 < low < high < Nyquist ({sample_rate / 2:g} Hz) "
                              f"after ×(1 ± channel_jitter={j}) per edge, got {tuple(channel_band_hz)}")
+        if not 0 < speed_range[0] <= speed_range[1]:
+            raise ValueError(f"speed_range must be (low, high) with 0 < low <= high, got {tuple(speed_range)}")
         if noise_prob > 0 and noise_bank is None:
             raise ValueError("noise_prob > 0 needs a noise_bank (K, N)")
         if noise_bank is not None and (noise_bank.dim() != 2 or noise_bank.shape[0] == 0):
@@ -172,6 +182,8 @@ class WaveAugment(nn.Module):
         self.channel_band_hz = (float(low_hz), float(high_hz))
         self.channel_mulaw_prob = channel_mulaw_prob
         self.channel_jitter = channel_jitter
+        self.speed_prob = speed_prob
+        self.speed_range = (float(speed_range[0]), float(speed_range[1]))
 
     @staticmethod
     def _uniform(gen: torch.Generator, b: int, low: float, high: float) -> Tensor:
@@ -216,6 +228,21 @@ class WaveAugment(nn.Module):
         coded = torch.sign(e) * torch.expm1(e.abs() * math.log1p(_MU)) / _MU
         return torch.where(mulaw, coded, y)
 
+    @staticmethod
+    def _speed(x: Tensor, factor: Tensor) -> Tensor:
+        """Play each clip of x (B, S) ``factor`` (B, 1) times faster about its centre: output
+        sample t reads input c + (t - c)·factor (c = centre), linearly interpolated; 0 outside."""
+        s = x.shape[1]
+        c = (s - 1) / 2
+        src = c + (torch.arange(s, device=x.device, dtype=x.dtype)[None, :] - c) * factor  # (B, S)
+        left = src.floor()
+        frac = src - left
+        i0, i1 = left.long(), left.long() + 1
+        inside = (i0 >= 0) & (i1 < s)
+        a = x.gather(1, i0.clamp(0, s - 1))
+        b = x.gather(1, i1.clamp(0, s - 1))
+        return torch.where(inside, a + (b - a) * frac, torch.zeros((), device=x.device, dtype=x.dtype))
+
     def _shift(self, x: Tensor, k: Tensor) -> Tensor:
         """Shift each clip right by k samples (negative = left): (B, S), k (B, 1)."""
         s = x.shape[1]
@@ -250,7 +277,11 @@ class WaveAugment(nn.Module):
         low_hz = self.channel_band_hz[0] * self._uniform(g, b, 1 - j, 1 + j).to(dev)
         high_hz = self.channel_band_hz[1] * self._uniform(g, b, 1 - j, 1 + j).to(dev)
         do_mulaw = self._coin(g, b, self.channel_mulaw_prob).to(dev)
+        do_speed = self._coin(g, b, self.speed_prob).to(dev)  # drawn last: older draws unchanged
+        speed = self._uniform(g, b, *self.speed_range).to(dev)
 
+        if self.speed_prob > 0:
+            x = torch.where(do_speed, self._speed(x, speed), x)
         if self.rirs is not None and self.rir_prob > 0:
             x = torch.where(do_rir, self._reverb(x, rir_idx), x)
         if self.noise_bank is not None and self.noise_prob > 0:

@@ -231,3 +231,26 @@ def test_channel_config_errors_name_the_key():
         load_config(None, ["augment.channel_prob=2"])
     cfg = load_config(None, ["augment.channel_prob=0.1"])
     assert (cfg.augment.channel_low_hz, cfg.augment.channel_high_hz) == (300.0, 3400.0)
+
+
+def test_speed_scales_a_tone_and_keeps_older_draws():
+    import math
+
+    import torch
+
+    from wakeword_dist.augment import WaveAugment
+
+    sr, s = 16000, 16000
+    t = torch.arange(s) / sr
+    tone = torch.sin(2 * math.pi * 500 * t)[None].repeat(2, 1)
+    plain = dict(noise_prob=0.0, rir_prob=0.0, gain_prob=0.0, shift_prob=0.0)
+    sped = WaveAugment(**plain, speed_prob=1.0, speed_range=(1.2, 1.2))(tone, torch.Generator().manual_seed(0))
+    peak_hz = torch.fft.rfft(sped[0, 4000:12000]).abs().argmax().item() * sr / 8000
+    assert abs(peak_hz - 600) <= 2  # 500 Hz played 1.2x faster
+    assert torch.allclose(sped[0], sped[1])
+    # speed drawn after every older draw: with speed_prob=0 the output equals the old augmenter's
+    full = dict(noise_prob=0.0, rir_prob=0.5, gain_prob=1.0, shift_prob=1.0)
+    noise = torch.randn(4, s, generator=torch.Generator().manual_seed(1)) * 0.1
+    a = WaveAugment(**full)(noise, torch.Generator().manual_seed(3))
+    b = WaveAugment(**full, speed_prob=0.0, speed_range=(0.5, 2.0))(noise, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)

@@ -142,7 +142,8 @@ def augmenter(cfg: Config, data: DataSplits, device) -> WaveAugment:
                       rir_prob=a.rir_prob, rirs=rirs, gain_db=(-a.gain_db, a.gain_db), shift_ms=a.shift_ms,
                       sample_rate=cfg.data.sample_rate, channel_prob=a.channel_prob,
                       channel_band_hz=(a.channel_low_hz, a.channel_high_hz),
-                      channel_mulaw_prob=a.channel_mulaw_prob).to(device)
+                      channel_mulaw_prob=a.channel_mulaw_prob, speed_prob=a.speed_prob,
+                      speed_range=(a.speed_min, a.speed_max)).to(device)
     aug.rir_source = rir_source
     PartialState().print(f"augment: reverb from {rir_source}")
     return aug
