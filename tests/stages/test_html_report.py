@@ -85,7 +85,12 @@ def test_report_renders_in_chromium_with_its_images(pipeline_run, tmp_path):
     quality = json.loads((root / "teacher" / "best" / "quality.json").read_text())
     assert f"{quality['val']['accuracy']:.4f}" in parsed.cells
     assert "train.job" in parsed.cells, "the baseline/distill config difference is listed"
-    assert "no loeo.json and no per_engine section" in dom, "an absent section says so"
+    # evaluate's per-engine figures (eval.per_engine): one row per (job, seed, engine)
+    per_engine = json.loads((runs[0] / "report.json").read_text())["per_engine"]
+    assert "Per engine, in-domain test (report.json)" in parsed.headings
+    for engine, figures in per_engine.items():
+        assert parsed.cells.count(engine) == len(runs), engine
+    assert "no loeo.json" not in dom and "Leave one engine out (loeo.json)" not in parsed.headings
 
     shot = tmp_path / "report.png"
     _chromium(page.as_uri(), tmp_path, f"--screenshot={shot}", "--window-size=1200,2000")
@@ -100,16 +105,19 @@ def test_missing_inputs_leave_notes_and_extra_sections_render(tmp_path):
     root = tmp_path / "exp"
     (root / "distill" / "seed0").mkdir(parents=True)
     (root / "distill" / "seed0" / "report.json").write_text(json.dumps({
-        "f1_macro": 0.5, "per_engine": {"espeak-ng": {"frr_at_target": 0.25, "fa_per_hour": 1.5}}}))
-    (root / "loeo.json").write_text(json.dumps({"flite": {"clip_auc": 0.71, "n_clips": 40}}))
+        "f1_macro": 0.5, "per_engine": {"espeak-ng": {"frr_at_target": 0.25, "fa_per_hour": None}}}))
+    # the shape stages/loeo.py writes: per held-out engine, per job, means over seeds
+    (root / "loeo.json").write_text(json.dumps({"experiment": "exp", "engines": ["flite"], "per_engine": {
+        "flite": {"distill": {"clip_auc": 0.71, "clip_auc_per_seed": [0.7, 0.72], "n_clips": 40}}}}))
     page = build_html(root)
     for note in (f"{root / 'comparison.json'} not found", f"{root / 'teacher/best/quality.json'} not found",
                  "needs both a baseline and a distill run", "no export.json found"):
         assert note in page, note
     parsed = _Page()
     parsed.feed(page)
-    assert ["espeak-ng", "0.2500", "1.5000"] == parsed.cells[-3:], "per-engine table of the report"
-    assert ["flite", "0.7100", "40"] == parsed.cells[-6:-3], "leave-one-engine-out table"
+    assert parsed.cells[-5:] == ["distill", "0", "espeak-ng", "0.2500", "–"], "per-engine table (null FA/h: –)"
+    assert ["flite", "distill", "0.7100", "40"] in [parsed.cells[i:i + 4] for i in range(len(parsed.cells))], \
+        "leave-one-engine-out table (the per-seed lists are not columns)"
     assert parsed.images == []
 
 

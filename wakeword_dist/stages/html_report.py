@@ -263,18 +263,49 @@ def _nested_tables(mapping: Mapping, first: str, depth: int = 0) -> str:
     return "".join(parts)
 
 
+def _loeo_table(loeo: Mapping) -> str | None:
+    """loeo.json's {"per_engine": {held-out engine: {job: {metric: mean over seeds}}}} as one
+    table (rows: engine x job), or None if it has another shape."""
+    per_engine = loeo.get("per_engine")
+    if not isinstance(per_engine, Mapping) or not all(isinstance(j, Mapping) for j in per_engine.values()):
+        return None
+    rows = {(engine, job): row for engine, jobs in per_engine.items() for job, row in jobs.items()
+            if isinstance(row, Mapping)}
+    columns = [k for k in dict.fromkeys(k for row in rows.values() for k, v in row.items()
+                                        if not isinstance(v, (Mapping, list)))]
+    if not rows or not columns:
+        return None
+    body = [[_esc(engine), _esc(job), *(_num(row.get(c)) for c in columns)] for (engine, job), row in rows.items()]
+    return _table(["held-out engine", "job", *map(_esc, columns)], body)
+
+
 def _engine_section(root: Path, runs: dict[str, dict[int, Path]]) -> str:
     parts = []
     loeo = _read_json(root / "loeo.json")
     if loeo is not None:
-        parts.append("<h3>leave one engine out (loeo.json)</h3>" + (_nested_tables(loeo, "engine")
-                     or _note("loeo.json has no {engine: {metric: value}} tables.")))
+        table = _loeo_table(loeo) or _nested_tables(loeo, "engine") or \
+            _note("loeo.json has no {engine: {metric: value}} tables.")
+        note = _note("each held-out engine: teacher and students trained without it, tested on it alone; "
+                     "mean over seeds, FRR / FA/h at the θ chosen on val (which never saw the engine).")
+        plot = _img(root / "loeo.png", "leave one engine out") if (root / "loeo.png").is_file() else ""
+        parts.append("<h3>Leave one engine out (loeo.json)</h3>" + table + note + plot)
+    rows: list[list[str]] = []
+    columns: list[str] = []
     for job, seeds in runs.items():
         for seed, run_dir in seeds.items():
             per_engine = (_read_json(run_dir / "report.json") or {}).get("per_engine")
-            if isinstance(per_engine, Mapping) and per_engine:
-                parts.append(f"<h3>{_esc(job)} seed{seed}: per engine</h3>" + (_nested_tables(per_engine, "engine")
-                             or _note("per_engine has no {engine: {metric: value}} table.")))
+            if not isinstance(per_engine, Mapping):
+                continue
+            for engine, figures in per_engine.items():
+                if isinstance(figures, Mapping):
+                    columns += [k for k, v in figures.items() if k not in columns and not isinstance(v, (Mapping, list))]
+                    rows.append([job, seed, engine, figures])
+    if rows:
+        body = [[_esc(job), str(seed), _esc(engine), *(_num(figures.get(c)) for c in columns)]
+                for job, seed, engine, figures in rows]
+        parts.append("<h3>Per engine, in-domain test (report.json)</h3>"
+                     + _table(["job", "seed", "engine", *map(_esc, columns)], body)
+                     + _note("each source's test clips and streams at the run's θ (FA/h – where a source has no streams)."))
     return "".join(parts) or _note("no loeo.json and no per_engine section in any report.json: omitted.")
 
 

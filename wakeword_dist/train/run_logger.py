@@ -214,26 +214,27 @@ def wandb_artifact(name: str, kind: str, metadata: dict):
     return wandb.Artifact(_artifact_name(name), type=kind, metadata=metadata)
 
 
-def log_evaluation(cfg, run_dir: Path, report: dict) -> None:
-    """Test figures at val's θ into the summary (``test/*``), the DET curve as a table and a
-    line plot (FRR vs FA/h), and the best student as a ``model`` artifact with its lineage."""
+def log_evaluation(cfg, run_dir: Path, report: dict, *, prefix: str = "test") -> None:
+    """Test figures at val's θ into the summary (``<prefix>/*``; another prefix for another
+    test set, e.g. a held-out engine), the DET curve as a table and a line plot (FRR vs FA/h),
+    and the best student as a ``model`` artifact with its lineage."""
     with results_run(cfg, run_dir) as run:
         if run is None:
             return
         import wandb
 
         for key in TEST_SUMMARY_KEYS:
-            run.summary[f"test/{key}"] = _finite(report.get(key))
+            run.summary[f"{prefix}/{key}"] = _finite(report.get(key))
         det = report["det"]
         table = wandb.Table(columns=["threshold", "frr", "fa_per_hour"],
                             data=[[t, f, a] for t, f, a in zip(det["thresholds"], det["frr"], det["fa_per_hour"])])
-        run.log({"test/det": table, "test/det_plot": wandb.plot.line(table, "fa_per_hour", "frr",
-                                                                     title="DET on test (FRR vs FA/h)")})
+        run.log({f"{prefix}/det": table, f"{prefix}/det_plot": wandb.plot.line(
+            table, "fa_per_hour", "frr", title=f"DET on {prefix} (FRR vs FA/h)")})
         job = run_dir.parent.name
         lineage = _lineage(run, cfg, job)
         student = wandb_artifact(f"{cfg.run.experiment}-{job}-{run_dir.name}-student", "model", {
             "architecture": report.get("model"), "best_step": report.get("best_step"), "lineage": lineage,
-            **{f"test/{k}": _finite(report.get(k)) for k in TEST_SUMMARY_KEYS}})
+            **{f"{prefix}/{k}": _finite(report.get(k)) for k in TEST_SUMMARY_KEYS}})
         student.add_dir(str(run_dir / "best"))
         run.log_artifact(student, aliases=["best", "latest"])
 
