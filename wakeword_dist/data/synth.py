@@ -46,7 +46,7 @@ DEFAULT_AUDIO_FORMAT = "wav"  # fastest to decode; see shards/README.md for the 
 # Sizes in clips (1 clip = clip_seconds of audio) and streams. max_voices caps an engine's voices
 # (espeak-ng has 320); speakers_per_voice = derived speakers per engine voice (#0 unperturbed).
 PRESETS = {
-    "tiny": dict(train_clips=180, val_clips=45, test_clips=45, background_clips=27,
+    "tiny": dict(train_clips=160, val_clips=40, test_clips=40, background_clips=24,
                  stream_count=6, stream_seconds=30.0, samples_per_shard=64,
                  max_voices={"espeak-ng": 6, "flite": 3, "festival": 3},
                  speakers_per_voice={"espeak-ng": 2, "flite": 2, "festival": 2}),
@@ -95,7 +95,7 @@ class _Item:
 
 
 def make_tiny_dataset(out_root: str | os.PathLike, seed: int = 0) -> dict:
-    """Build the tiny test dataset (270 clips, 6 x 30-s streams, all engines) in a few seconds."""
+    """Build the tiny test dataset (240 clips, 6 x 30-s streams, all engines) in a few seconds."""
     return synthesize(out_root, size="tiny", seed=seed, progress=False)
 
 
@@ -121,7 +121,8 @@ def synthesize(out_root: str | os.PathLike, *, wake_phrase: str = "hey nova", se
         workers: parallel synthesis threads (default: CPU count + 1).
 
     Returns a report: per split ``num_samples``, ``total_seconds``, ``content_hash``; ``seconds``
-    taken, also ``engine_seconds`` per engine (synthesis + perturbation, summed over threads);
+    taken, also ``engine_seconds`` per engine (``wall``: its batches' time summed over threads;
+    ``python_cpu``: resampling, perturbation and placement CPU in this process);
     ``dropped`` (positives too long for a clip, not written).
     Each split directory appears only when complete (written to a temp dir, then renamed).
     """
@@ -178,12 +179,13 @@ def synthesize(out_root: str | os.PathLike, *, wake_phrase: str = "hey nova", se
     # subprocesses; numpy/scipy release the GIL in their FFTs and array loops). Every result
     # depends on the plan only, never on which thread ran first.
     workers = workers or (os.cpu_count() or 2) + 1
-    engine_seconds = {e: 0.0 for e in engines}
+    engine_seconds = {e: {"wall": 0.0, "python_cpu": 0.0} for e in engines}
     with ThreadPoolExecutor(workers) as pool:
         done = pool.map(lambda job: _run_job(job, sample_rate, clip_samples), jobs)
-        for (engine, _, _, _), seconds in tqdm(zip(jobs, done), total=len(jobs), desc="tts",
-                                               disable=not progress, unit="batch"):
-            engine_seconds[engine] += seconds
+        for (engine, _, _, _), (wall, cpu) in tqdm(zip(jobs, done), total=len(jobs), desc="tts",
+                                                   disable=not progress, unit="batch"):
+            engine_seconds[engine]["wall"] += wall
+            engine_seconds[engine]["python_cpu"] += cpu
         streams = list(pool.map(
             lambda i: _assemble_stream(stream_plans[i][1], cfg["stream_seconds"], sample_rate,
                                        np.random.default_rng([seed, 7, i]), stream_plans[i][0]),
@@ -232,7 +234,7 @@ def synthesize(out_root: str | os.PathLike, *, wake_phrase: str = "hey nova", se
     finally:
         for tmp in tmp_dirs.values():
             shutil.rmtree(tmp, ignore_errors=True)
-    report["engine_seconds"] = {e: round(s, 2) for e, s in engine_seconds.items()}
+    report["engine_seconds"] = {e: {k: round(v, 2) for k, v in s.items()} for e, s in engine_seconds.items()}
     report["seconds"] = round(time.perf_counter() - t0, 2)
     if progress:
         print(f"synthesized {sum(s['num_samples'] for s in report['splits'].values())} samples "
@@ -335,9 +337,10 @@ def _make_jobs(rng: np.random.Generator, items: list[_Item]) -> list[tuple[str, 
 
 
 def _run_job(job, sample_rate: int, clip_samples: int) -> float:
-    """Speak one batch, resample to ``sample_rate``, perturb each utterance; fills ``it.audio``.
-    Returns the seconds it took (for the per-engine report)."""
-    t0 = time.perf_counter()
+    """Speak one batch, resample to ``sample_rate``, perturb (and place) each utterance; fills
+    ``it.audio`` / ``it.clip``. Returns ``(wall s, this thread's CPU s)`` for the per-engine
+    report (the engine subprocesses' CPU is not in the second figure)."""
+    t0, c0 = time.perf_counter(), time.thread_time()
     engine, voice, prosody, items = job
     clips, native_sr = get_engine(engine).speak_batch([it.text for it in items], voice, prosody)
     for it, clip in zip(items, clips):
@@ -356,7 +359,7 @@ def _run_job(job, sample_rate: int, clip_samples: int) -> float:
         if it.in_clip:  # placed here (in parallel); only the int16 clip is kept
             it.clip = _place(it, clip_samples, sample_rate, np.random.default_rng(list(it.place_seed)))
             it.audio = None
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.thread_time() - c0
 
 
 def _perturb_clip_window(it: _Item, speech: np.ndarray, sr: int, clip_samples: int) -> np.ndarray:
