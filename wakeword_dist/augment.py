@@ -153,7 +153,7 @@ class WaveAugment(nn.Module):
         if not 0 <= channel_jitter < 1:
             raise ValueError(f"channel_jitter must be in [0, 1), got {channel_jitter}")
         j = channel_jitter
-        if not (0 < low_hz * (1 + j) < high_hz * (1 - j) and high_hz * (1 + j) < sample_rate / 2):
+        if channel_prob > 0 and not (0 < low_hz * (1 + j) < high_hz * (1 - j) and high_hz * (1 + j) < sample_rate / 2):
             raise ValueError(f"channel_band_hz must keep 0 < low < high < Nyquist ({sample_rate / 2:g} Hz) "
                              f"after ×(1 ± channel_jitter={j}) per edge, got {tuple(channel_band_hz)}")
         if not 0 < speed_range[0] <= speed_range[1]:

@@ -431,10 +431,10 @@ def validate(cfg: Config) -> None:
     if cfg.augment.snr_db_min > cfg.augment.snr_db_max:
         raise ConfigError("config key 'augment.snr_db_min' is larger than 'augment.snr_db_max'")
     a = cfg.augment  # channel edges are jittered x(1 +- 0.2) per clip (augment.WaveAugment)
-    if a.channel_low_hz * 1.2 >= a.channel_high_hz * 0.8:
+    if a.channel_prob > 0 and a.channel_low_hz * 1.2 >= a.channel_high_hz * 0.8:
         raise ConfigError("config key 'augment.channel_low_hz': must stay below 'augment.channel_high_hz' "
                           "after +-20 % jitter (low*1.2 < high*0.8)")
-    if a.channel_high_hz * 1.2 >= cfg.data.sample_rate / 2:
+    if a.channel_prob > 0 and a.channel_high_hz * 1.2 >= cfg.data.sample_rate / 2:
         raise ConfigError(f"config key 'augment.channel_high_hz': {a.channel_high_hz} x1.2 jitter reaches "
                           f"Nyquist ({cfg.data.sample_rate / 2:g} Hz)")
     if a.speed_min > a.speed_max:

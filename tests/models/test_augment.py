@@ -164,9 +164,10 @@ def test_channel_is_drawn_last_and_deterministic():
 
 def test_channel_argument_checks():
     with pytest.raises(ValueError, match="channel_band_hz"):
-        WaveAugment(None, **_off(), channel_band_hz=(3000.0, 3400.0))
+        WaveAugment(None, **_off(channel_prob=0.5), channel_band_hz=(3000.0, 3400.0))
     with pytest.raises(ValueError, match="Nyquist"):
-        WaveAugment(None, **_off(), channel_band_hz=(300.0, 7000.0))
+        WaveAugment(None, **_off(channel_prob=0.5), channel_band_hz=(300.0, 7000.0))
+    WaveAugment(None, **_off(), sample_rate=8000)  # the channel off: its band is not checked
     with pytest.raises(ValueError, match="channel_prob"):
         WaveAugment(None, **_off(channel_prob=1.5))
 
@@ -224,9 +225,10 @@ def test_channel_config_errors_name_the_key():
     from wakeword_dist.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match="augment.channel_high_hz.*Nyquist"):
-        load_config(None, ["augment.channel_high_hz=7000"])
+        load_config(None, ["augment.channel_prob=0.1", "augment.channel_high_hz=7000"])
     with pytest.raises(ConfigError, match="augment.channel_low_hz"):
-        load_config(None, ["augment.channel_low_hz=3000"])
+        load_config(None, ["augment.channel_prob=0.1", "augment.channel_low_hz=3000"])
+    load_config(None, ["data.sample_rate=8000"])  # the channel off: 8 kHz data is not refused for it
     with pytest.raises(ConfigError, match="augment.channel_prob"):
         load_config(None, ["augment.channel_prob=2"])
     cfg = load_config(None, ["augment.channel_prob=0.1"])
