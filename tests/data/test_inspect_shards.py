@@ -7,7 +7,7 @@ from wakeword_dist.data.inspect_shards import inspect_shards, print_inspection
 def test_clean_dataset_has_no_problems(tiny_shards, capsys):
     report = inspect_shards(tiny_shards)
     assert report["problems"] == []
-    assert list(report["splits"]) == ["train", "val", "test", "stream", "background"]
+    assert list(report["splits"]) == ["train", "val", "test", "stream", "background", "rir"]
     train = report["splits"]["train"]
     assert train["num_samples"] == 160 and train["shards"] == 3
     assert set(train["label_counts"]) == {"negative", "hey_nova"} and train["hard_negative"] > 0

@@ -18,7 +18,7 @@ needs_engines = pytest.mark.skipif(
     any(shutil.which(b) is None for b in ("espeak-ng", "flite", "festival")),
     reason="TTS engines missing (apt-get install espeak-ng flite festival festvox-kallpc16k "
            "festvox-kdlpc16k festvox-us-slt-hts)")
-SPLITS = ("train", "val", "test", "stream", "background")
+SPLITS = ("train", "val", "test", "stream", "background", "rir")
 CLIP_SPLITS = ("train", "val", "test")
 
 

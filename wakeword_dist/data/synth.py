@@ -32,7 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wakeword_dist.atomic import replace_dir
-from wakeword_dist.data import noise, texts
+from wakeword_dist.data import noise, rooms, texts
 from wakeword_dist.data.audio_io import to_int16
 from wakeword_dist.data.perturb import Perturbation, jitter, perturb
 from wakeword_dist.data.shard_writer import ShardWriter
@@ -47,15 +47,15 @@ DEFAULT_AUDIO_FORMAT = "wav"  # fastest to decode; see shards/README.md for the 
 # (espeak-ng has 320); speakers_per_voice = derived speakers per engine voice (#0 unperturbed).
 PRESETS = {
     "tiny": dict(train_clips=160, val_clips=40, test_clips=40, background_clips=24,
-                 stream_count=6, stream_seconds=30.0, samples_per_shard=64,
+                 stream_count=6, stream_seconds=30.0, samples_per_shard=64, rir_count=16,
                  max_voices={"espeak-ng": 6, "flite": 3, "festival": 3},
                  speakers_per_voice={"espeak-ng": 2, "flite": 2, "festival": 2}),
     "demo": dict(train_clips=6000, val_clips=800, test_clips=800, background_clips=270,
-                 stream_count=66, stream_seconds=60.0, samples_per_shard=250,
+                 stream_count=66, stream_seconds=60.0, samples_per_shard=250, rir_count=200,
                  max_voices={"espeak-ng": 48},
                  speakers_per_voice={"espeak-ng": 3, "flite": 8, "festival": 12}),
     "full": dict(train_clips=17000, val_clips=2000, test_clips=2000, background_clips=540,
-                 stream_count=138, stream_seconds=60.0, samples_per_shard=500,
+                 stream_count=138, stream_seconds=60.0, samples_per_shard=500, rir_count=400,
                  max_voices={"espeak-ng": 96},
                  speakers_per_voice={"espeak-ng": 4, "flite": 16, "festival": 24}),
 }
@@ -206,7 +206,6 @@ def synthesize(out_root: str | os.PathLike, *, wake_phrase: str = "hey nova", se
             log.warning("%s: dropped %d positives longer than %.2f s", split, dropped, clip_seconds)
         split_items[split] = [(f"{split}-{i:06d}", a, m) for i, (a, m) in enumerate(rows)]
     split_items["stream"] = [(f"stream-{i:06d}", a, m) for i, (a, m) in enumerate(streams)]
-    # Hook: a room-impulse-response bank (data/rooms.py) is written beside the background split.
     split_items["background"] = _background(np.random.default_rng([seed, 11]), cfg["background_clips"],
                                             clip_samples, sample_rate, [it.audio for it in babble_pool])
 
@@ -229,6 +228,13 @@ def synthesize(out_root: str | os.PathLike, *, wake_phrase: str = "hey nova", se
             report["splits"][split] = {k: index[k] for k in
                                        ("num_samples", "total_seconds", "content_hash")}
             report["splits"][split]["engines"] = _engine_counts(rows)
+        # The room bank (pyroomacoustics shoeboxes), the augmenter's default reverb source.
+        tmp_dirs[rooms.SPLIT_NAME] = out_root / f".{rooms.SPLIT_NAME}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp_dirs[rooms.SPLIT_NAME], ignore_errors=True)
+        rir_index = rooms.write_rir_split(tmp_dirs[rooms.SPLIT_NAME], cfg["rir_count"], sample_rate=sample_rate,
+                                          seed=seed, audio_format=audio_format)
+        report["splits"][rooms.SPLIT_NAME] = {k: rir_index[k] for k in ("num_samples", "total_seconds",
+                                                                       "content_hash")}
         for split, tmp in tmp_dirs.items():
             replace_dir(tmp, out_root / split)
     finally:
