@@ -78,8 +78,12 @@ def test_configured_teacher_rewrites_are_applied_recorded_and_change_no_result(t
                for name, cfg in (("plain", plain), ("fast", fast))}
     assert applied["plain"] == {"fold_weight_norm": 1}
     assert applied["fast"]["channels_last_encoder"] > 0 and applied["fast"]["fold_weight_norm"] == 1
-    # the same function (CPU parity 1e-6 relative), so the same student up to float rounding
-    a, b = (load_file(str(cfg.job_dir() / "best" / "model.safetensors")) for cfg in (plain, fast))
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+    # The same function (CPU parity 1e-6 relative), so the same losses step by step. Not the same
+    # weights bit for bit: Adam's first steps move a weight whose gradient is ~0 by ~lr whatever
+    # its sign, so a 1e-7 difference in a near-zero gradient flips a whole lr-sized update (this
+    # compared weights at 1e-4 and failed in some test orders).
+    losses = {name: [(r["train/loss"], r["train/kd_loss"]) for r in map(json.loads, (cfg.job_dir() / "metrics.jsonl")
+                                                                        .read_text().splitlines()) if "train/kd_loss" in r]
+              for name, cfg in (("plain", plain), ("fast", fast))}
+    assert len(losses["plain"]) == 2 and losses["plain"][0][1] > 0
+    torch.testing.assert_close(torch.tensor(losses["fast"]), torch.tensor(losses["plain"]), rtol=1e-5, atol=1e-7)
