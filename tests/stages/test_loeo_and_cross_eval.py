@@ -34,6 +34,9 @@ def test_held_out_engine_never_reaches_training_or_theta(tiny_shards, tmp_path):
     assert len(engines) >= 3, engines  # espeak-ng, flite, festival in the tiny preset
     train_source = reader.split_sources(tiny_shards / "train")
     stream_source = reader.split_sources(tiny_shards / "stream")
+    test_source = reader.split_sources(tiny_shards / "test")
+    group = {x["key"]: x["meta"]["voice_group"] for s in ("train", "test")
+             for x in reader.iter_split(tiny_shards / s)}
     acc = Accelerator(cpu=True)
     torch.manual_seed(0)
     student = build_student("tiny_conv", 2, width=0.5).eval()
@@ -47,6 +50,10 @@ def test_held_out_engine_never_reaches_training_or_theta(tiny_shards, tmp_path):
                                                      with_teacher_logits=False):
                 seen.update(train_source[k] for k in batch["key"])
         assert engine not in seen and seen == set(engines) - {engine}
+        # nor its test talkers by another engine's voice: splits are disjoint by voice group
+        # (flite's kal/slt and festival's kal/slt are one talker each), so none is trained on
+        trained_groups = {group[k] for k, source in train_source.items() if source != engine}
+        assert not trained_groups & {group[k] for k, s in test_source.items() if s == engine}
         # θ is chosen on val without the engine: neither its clips nor its streams are scored
         val = validate(acc, student, data, sub, split="val", per_engine=True)["report"]
         assert set(val["per_engine"]) == set(engines) - {engine}
