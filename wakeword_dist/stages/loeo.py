@@ -39,20 +39,6 @@ def held_out_config(cfg: Config, engine: str) -> Config:
     return out
 
 
-def ensure_teacher(cfg: Config) -> None:
-    """Train the from-scratch teacher of ``cfg``'s experiment unless given or already done."""
-    from wakeword_dist.stages.compare import with_job
-    from wakeword_dist.train.recipe import run
-
-    teacher_cfg = with_job(cfg, "teacher", cfg.train.seed)
-    if cfg.teacher.name_or_path:
-        print(f"using the given teacher {cfg.teacher.name_or_path}; skipped")
-    elif (teacher_cfg.job_dir() / "final.json").exists():
-        print(f"teacher exists in {teacher_cfg.job_dir()}; skipped")
-    else:
-        run(teacher_cfg)
-
-
 def summarize(reports: dict) -> dict:
     """{job: {seed: report}} -> {job: {metric: mean over seeds}, plus per-seed values}."""
     out = {}
@@ -69,6 +55,7 @@ def summarize(reports: dict) -> dict:
 def loeo(cfg: Config) -> dict:
     """Run every held-out engine (skipping finished runs); write loeo.json and loeo.png."""
     from wakeword_dist.stages.compare import run_jobs
+    from wakeword_dist.stages.pipeline import ensure_teacher
 
     engines = engines_in(cfg)
     if len(engines) < 2:

@@ -22,10 +22,23 @@ def _timed(name: str, timings: dict):
         print(f"=== {name}: {timings[name]} s ===", flush=True)
 
 
+def ensure_teacher(cfg: Config) -> None:
+    """Train the from-scratch teacher of ``cfg``'s experiment unless given or already done."""
+    from wakeword_dist.stages.compare import with_job
+    from wakeword_dist.train.recipe import run
+
+    teacher_cfg = with_job(cfg, "teacher", cfg.train.seed)
+    if cfg.teacher.name_or_path:
+        print(f"using the given teacher {cfg.teacher.name_or_path}; skipped")
+    elif (teacher_cfg.job_dir() / "final.json").exists():
+        print(f"teacher exists in {teacher_cfg.job_dir()}; skipped")
+    else:
+        run(teacher_cfg)
+
+
 def pipeline(cfg: Config) -> dict:
     from wakeword_dist.stages.compare import compare, with_job
     from wakeword_dist.stages.export import export_run
-    from wakeword_dist.train.recipe import run
 
     timings: dict = {}
     root = Path(cfg.run.runs_dir) / cfg.run.experiment
@@ -48,13 +61,7 @@ def pipeline(cfg: Config) -> dict:
                 raise RuntimeError(f"{data_root}: {len(inspection['problems'])} shard problems, first: "
                                    f"{inspection['problems'][0]}")
     with _timed("teacher", timings):
-        teacher_cfg = with_job(cfg, "teacher", cfg.train.seed)
-        if cfg.teacher.name_or_path:
-            print(f"using the given teacher {cfg.teacher.name_or_path}; skipped")
-        elif (teacher_cfg.job_dir() / "final.json").exists():
-            print(f"teacher exists in {teacher_cfg.job_dir()}; skipped")
-        else:
-            run(teacher_cfg)
+        ensure_teacher(cfg)
     if cfg.distill.mode == "cached":
         with _timed("annotate", timings):
             from wakeword_dist.stages.annotate import annotate
