@@ -122,18 +122,14 @@ def bench_student_section(cfg: Config, plan: BenchPlan, labels, results, work_di
 
 
 def bench_teacher_section(cfg: Config, plan: BenchPlan, labels, results, work_dir) -> dict:
-    from wakeword_dist.bench.workloads import frozen, master_teacher, random_audio, reference_precision, teacher_variants
+    from wakeword_dist.bench.workloads import master_teacher, teacher_variants
 
     hf = master_teacher(plan, labels)
     out = {"arch": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.teacher_arch.items()},
            "params": sum(p.numel() for p in hf.parameters()), "run_dtype": plan.teacher_dtype,
            "logit_tolerance": LOGIT_TOLERANCE, "batches": {}}
     for b in plan.batch_sizes:
-        audio = random_audio(b, plan.clip_samples, plan.device)
-        reference = frozen(hf, labels, "fp32", plan.device)
-        with reference_precision(plan.device):
-            ref = reference(audio)
-        del reference
+        audio, ref = _audio_and_reference(plan, hf, labels, b)
         rows = {}
         for name, spec in teacher_variants(plan).items():
             rows[name] = r = _time_variant(plan, spec, hf, labels, audio, ref, b)
@@ -146,6 +142,19 @@ def bench_teacher_section(cfg: Config, plan: BenchPlan, labels, results, work_di
         out["batches"][str(b)] = rows
     out["p3"] = _p3(out, plan)
     return out
+
+
+def _audio_and_reference(plan, hf, labels, batch: int):
+    """Random audio (B, S) on the device and the fp32 teacher's logits (B, C) on it: what every
+    teacher variant is timed on and checked against."""
+    from wakeword_dist.bench.workloads import frozen, random_audio, reference_precision
+
+    audio = random_audio(batch, plan.clip_samples, plan.device)
+    reference = frozen(hf, labels, "fp32", plan.device)
+    with reference_precision(plan.device):
+        ref = reference(audio)
+    del reference  # the fp32 copy must not sit beside the timed variants in device memory
+    return audio, ref
 
 
 def _time_variant(plan: BenchPlan, spec: dict, hf, labels, audio, ref, b: int) -> dict:
@@ -175,8 +184,7 @@ def _time_variant(plan: BenchPlan, spec: dict, hf, labels, audio, ref, b: int) -
 def bench_teacher_compile_section(cfg: Config, plan: BenchPlan, labels, results, work_dir) -> dict:
     """torch.compile of the all-exact teacher at ``plan.compile_batches``; its rows replace the
     teacher table's "skipped" ones and P3 is taken again (when the teacher section ran)."""
-    from wakeword_dist.bench.workloads import (compile_variant, frozen, master_teacher, random_audio,
-                                               reference_precision)
+    from wakeword_dist.bench.workloads import compile_variant, master_teacher
 
     out = {"batches": {}, "compile_batches": list(plan.compile_batches)}
     if not plan.compile_batches:
@@ -185,11 +193,7 @@ def bench_teacher_compile_section(cfg: Config, plan: BenchPlan, labels, results,
     hf = master_teacher(plan, labels)
     name, spec = compile_variant(plan)
     for b in plan.compile_batches:
-        audio = random_audio(b, plan.clip_samples, plan.device)
-        reference = frozen(hf, labels, "fp32", plan.device)
-        with reference_precision(plan.device):
-            ref = reference(audio)
-        del reference
+        audio, ref = _audio_and_reference(plan, hf, labels, b)
         r = _time_variant(plan, spec, hf, labels, audio, ref, b)
         _row("teacher", name, b, r, "" if "error" in r else
              f"  err {r['max_rel_err']:.1e}  first {r['first_call_s']:.2f} s")
