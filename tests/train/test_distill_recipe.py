@@ -16,6 +16,7 @@ import torch
 
 from tests.conftest import REPO, tiny_overrides
 from wakeword_dist.config import load_config
+from wakeword_dist.models.frontend import as_batch_audio
 from wakeword_dist.train.recipe import Recipe, run
 from wakeword_dist.train.run_logger import read_metrics
 
@@ -66,8 +67,7 @@ def test_teacher_runs_every_step_on_the_student_input(tiny_shards, tiny_teacher_
     for s_in, t_in in zip(student_rec.inputs, teacher_rec.inputs):
         assert t_in is s_in or torch.equal(t_in, s_in), "teacher and student saw different audio"
         assert s_in.dim() == 2
-    # augmentation happened before both saw it: the input differs from every raw clip's range
-    assert any(float(x.abs().max()) > 0 for x in student_rec.inputs)
+    # that this audio is the augmented batch, not the raw one: the test after this one
 
     for name, param in recipe.teacher.named_parameters():
         assert not param.requires_grad, name
@@ -89,6 +89,54 @@ def test_teacher_runs_every_step_on_the_student_input(tiny_shards, tiny_teacher_
     offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1, "a real wandb offline run directory must exist"
     assert wandb_file_has(offline_runs[0], [b"train/kd_loss", b"val/f1_macro"])
+
+
+SNR_DB = 10.0  # one fixed SNR: each clip's added noise has exactly a tenth of its power
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["serial", "teacher_ahead"])
+def test_teacher_and_student_get_the_augmented_batch_not_the_raw_one(tiny_shards, tiny_teacher_dir, tmp_path,
+                                                                     overlap):
+    """Noise on every clip (augment.noise_prob=1) at SNR_DB, nothing else (no gain, shift, reverb,
+    speed, channel): the (B, S) audio the real teacher and the real student modules receive in a
+    real run equals the loader's raw batch plus noise at 10^(-SNR_DB/10) of each clip's power,
+    and is the same for both."""
+    cfg = _cfg(tiny_shards, tmp_path, tiny_teacher_dir, **{
+        "train.job": "distill", "distill.overlap_teacher": overlap, "train.eval_every": 0,
+        "train.checkpoint_every": 0, "logging.wandb": "disabled",
+        "augment.noise_prob": 1.0, "augment.snr_db_min": SNR_DB, "augment.snr_db_max": SNR_DB,
+        "augment.gain_db": 0.0, "augment.shift_ms": 0.0, "augment.rir_prob": 0.0, "augment.speed_prob": 0.0,
+        "augment.channel_prob": 0.0})
+    recipe = Recipe(cfg).setup()
+    try:
+        raw: list[torch.Tensor] = []  # each batch's audio as the loader yielded it, before any step
+        loader = recipe.train_loader_for_epoch
+
+        def recording_loader(epoch, skip_batches=0):
+            for batch in loader(epoch, skip_batches=skip_batches):
+                raw.append(as_batch_audio(batch["audio"]).clone())
+                yield batch
+
+        recipe.train_loader_for_epoch = recording_loader
+        student_rec = InputRecorder(recipe.accelerator.unwrap_model(recipe.model), only_training=True)
+        teacher_rec = InputRecorder(recipe.teacher, only_training=False)
+        recipe.train()
+    finally:
+        recipe.cleanup()
+
+    steps = cfg.train.epochs * cfg.train.batches_per_epoch
+    assert len(raw) == len(student_rec.inputs) == len(teacher_rec.inputs) == steps
+    for step, (raw_audio, s_in, t_in) in enumerate(zip(raw, student_rec.inputs, teacher_rec.inputs), start=1):
+        assert torch.equal(t_in, s_in), f"step {step}: the teacher and the student got different audio"
+        assert s_in.shape == raw_audio.shape
+        assert not torch.equal(s_in, raw_audio), f"step {step}: the student got the raw batch, not augmented"
+        assert not torch.equal(t_in, raw_audio), f"step {step}: the teacher got the raw batch, not augmented"
+        power = raw_audio.pow(2).mean(dim=1)  # (B,) mean square of each raw clip
+        loud = power > 1e-8  # silent clips get no noise: it is scaled to the clip's power
+        assert loud.sum() >= len(power) // 2, f"step {step}: too few non-silent clips to check"
+        noise_to_signal = (s_in - raw_audio).pow(2).mean(dim=1)[loud] / power[loud]
+        torch.testing.assert_close(noise_to_signal, torch.full_like(noise_to_signal, 10 ** (-SNR_DB / 10)),
+                                   rtol=1e-3, atol=0, msg=f"step {step}: not the raw clip plus noise at {SNR_DB} dB")
 
 
 def wandb_file_has(run_dir: Path, needles: list[bytes], timeout_s: float = 30.0) -> bool:
