@@ -38,6 +38,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from wakeword_dist.collectives import min_over_ranks
+from wakeword_dist.models.frontend import as_batch_audio
 from wakeword_dist.process_exit import PROCESS
 
 logger = logging.getLogger(__name__)
@@ -70,11 +72,7 @@ class TeacherFn:
 
     @torch.no_grad()
     def __call__(self, audio: Tensor) -> Tensor:
-        if audio.dim() == 3 and audio.shape[1] == 1:
-            audio = audio[:, 0]
-        if audio.dim() != 2:
-            raise ValueError(f"teacher input must be audio (B, S) or (B, 1, S), got shape {tuple(audio.shape)}")
-        x = audio.to(device=self.device, dtype=self.input_dtype)
+        x = as_batch_audio(audio).to(device=self.device, dtype=self.input_dtype)
         out = self.module(x)
         logits = out.logits if hasattr(out, "logits") else out
         if isinstance(logits, (tuple, list)):
@@ -147,16 +145,6 @@ def free_device_bytes(device: torch.device) -> int:
 
     ranks_on_node = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
     return int(psutil.virtual_memory().available // max(ranks_on_node, 1))
-
-
-def _min_over_ranks(value: int, device: torch.device) -> int:
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return value
-    backend = torch.distributed.get_backend()
-    on = device if backend == "nccl" else torch.device("cpu")
-    t = torch.tensor([value], dtype=torch.int64, device=on)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
-    return int(t.item())
 
 
 def decide_placement(*, placement: str, teacher_param_bytes: int, activation_bytes_estimate: int,
@@ -233,7 +221,7 @@ def place_teacher(teacher: nn.Module, *, placement: str, device: torch.device, b
     _freeze(teacher)
     param_bytes = teacher_param_bytes(teacher, dtype)
     act_bytes = estimate_activation_bytes(teacher, batch_size=batch_size, clip_samples=clip_samples, dtype=dtype)
-    free = _min_over_ranks(free_device_bytes(device), device)
+    free = int(min_over_ranks(free_device_bytes(device), device))
     decision = decide_placement(placement=placement, teacher_param_bytes=param_bytes,
                                 activation_bytes_estimate=act_bytes, free_bytes=free,
                                 memory_share=memory_share, world_size=world_size)
