@@ -50,7 +50,8 @@ def tiny_teacher_dir(tmp_path_factory, tiny_shards) -> Path:
     import json
 
     from wakeword_dist.models.teacher import build_teacher_from_scratch
-    from wakeword_dist.train.components import save_teacher_dir, wav2vec2_conv_stack
+    from wakeword_dist.train.best_store import save_teacher_dir
+    from wakeword_dist.train.teacher_setup import wav2vec2_conv_stack
 
     labels = json.loads((tiny_shards / "train" / "index.json").read_text())["label_names"]
     model = build_teacher_from_scratch(labels, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,

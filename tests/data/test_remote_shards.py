@@ -304,7 +304,7 @@ def test_config_trains_from_a_brace_spec_without_index(tiny_shards, tmp_path, se
 
     from tests.conftest import REPO
     from wakeword_dist.config import load_config
-    from wakeword_dist.train import components
+    from wakeword_dist.train import data_setup
 
     base, _ = serve(tiny_shards)
     index = read_index(tiny_shards / "train")
@@ -314,20 +314,20 @@ def test_config_trains_from_a_brace_spec_without_index(tiny_shards, tmp_path, se
         f"data.root={base}", f"data.train_shards={base}/train/shard-{{000000..{last:06d}}}.tar",
         f"data.val_shards={base}/val/shard-000000.tar::{base}/val/shard-000001.tar",
         f"data.label_names=[{labels}]", "data.exclude_sources=[nothing-has-this-source]"])
-    data = components.open_data(cfg, job="baseline")
+    data = data_setup.open_data(cfg, job="baseline")
     assert isinstance(data.train_dir, Split) and len(data.train_dir.urls) == last + 1
     acc = SimpleNamespace(process_index=1, num_processes=2)
-    batches = list(components.train_loader(cfg, data, acc, epoch=0, skip_batches=0,
+    batches = list(data_setup.train_loader(cfg, data, acc, epoch=0, skip_batches=0,
                                            with_teacher_logits=False))
     assert len(batches) == cfg.train.batches_per_epoch
-    val = components.eval_loader(cfg, data, data.val_dir, batch_size=8, rank=0, world_size=1,
+    val = data_setup.eval_loader(cfg, data, data.val_dir, batch_size=8, rank=0, world_size=1,
                                  sources=data.sources)
     assert sum(len(b["key"]) for b in val) > 0
     bad = load_config(REPO / "configs" / "ci_tiny.yaml", [
         f"data.root={base}", f"data.train_shards={base}/train/shard-000000.tar",
         "data.label_names=[a, b]"])
     with pytest.raises(ValueError, match=r"label maps differ"):
-        components.open_data(bad, job="baseline")
+        data_setup.open_data(bad, job="baseline")
 
 
 def test_a_pipe_is_not_waited_for_after_its_shard_or_when_left(tmp_path):

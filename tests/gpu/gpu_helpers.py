@@ -66,7 +66,7 @@ def run_inputs(work):
     from wakeword_dist.bench.toy_data import make_tone_dataset
     from wakeword_dist.data.reader import read_index
     from wakeword_dist.models.teacher import build_teacher_from_scratch
-    from wakeword_dist.train.components import save_teacher_dir
+    from wakeword_dist.train.best_store import save_teacher_dir
 
     work = Path(work)
     shards, teacher_dir, done = work / "shards", work / "teacher", work / "inputs.json"

@@ -175,11 +175,11 @@ def test_channel_argument_checks():
 # ------------------------------------------------------------------ where the recipe's RIRs come from
 @pytest.fixture
 def recipe_augmenter(tmp_path):
-    """``components.augmenter`` on a dataset root with no splits but what a test writes."""
+    """``data_setup.augmenter`` on a dataset root with no splits but what a test writes."""
     from accelerate import PartialState
 
     from wakeword_dist.config import load_config
-    from wakeword_dist.train.components import DataSplits, augmenter
+    from wakeword_dist.train.data_setup import DataSplits, augmenter
 
     def build(*overrides):
         cfg = load_config(None, [f"data.root={tmp_path}", "augment.noise_prob=0", "augment.rir_prob=1",

@@ -114,7 +114,7 @@ def test_cached_logits_from_another_teacher_are_refused(tiny_shards, tiny_teache
     from wakeword_dist.config import load_config
     from wakeword_dist.distill import annotate
     from wakeword_dist.models.teacher import load_teacher
-    from wakeword_dist.train.components import cached_train_dir
+    from wakeword_dist.train.data_setup import cached_train_dir
 
     other = tmp_path / "other_teacher"  # same architecture and labels, other weights
     shutil.copytree(tiny_teacher_dir, other)

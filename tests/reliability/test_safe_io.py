@@ -313,7 +313,7 @@ def test_old_checkpoints_are_pruned_and_dead_leftovers_removed(accelerator, tmp_
 
 def test_a_failed_best_model_write_keeps_weights_and_metadata_together(tmp_path, monkeypatch):
     from wakeword_dist.config import load_config
-    from wakeword_dist.train import components as build
+    from wakeword_dist.train import best_store, model_setup
 
     class Unwrapped:  # save_best only asks the accelerator to unwrap
         @staticmethod
@@ -322,25 +322,25 @@ def test_a_failed_best_model_write_keeps_weights_and_metadata_together(tmp_path,
 
     cfg = load_config(CI_TINY)
     labels = ["negative", "hey_nova"]
-    model, arch = build.trainable_model(cfg, "baseline", labels)
+    model, arch = model_setup.trainable_model(cfg, "baseline", labels)
     best = tmp_path / "best"
-    build.save_best(Unwrapped, model, best, arch, labels, {"f1_macro": 0.1}, cfg)
+    best_store.save_best(Unwrapped, model, best, arch, labels, {"f1_macro": 0.1}, cfg)
     first = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
 
-    real = build.write_json_atomic
+    real = best_store.write_json_atomic
 
     def fail_on_model_json(path, obj, **kw):
         if Path(path).name == "model.json":
             raise _Boom("injected failure writing model.json")
         return real(path, obj, **kw)
 
-    monkeypatch.setattr(build, "write_json_atomic", fail_on_model_json)
+    monkeypatch.setattr(best_store, "write_json_atomic", fail_on_model_json)
     with pytest.raises(_Boom):
-        build.save_best(Unwrapped, model, best, arch, labels, {"f1_macro": 0.9}, cfg)
+        best_store.save_best(Unwrapped, model, best, arch, labels, {"f1_macro": 0.9}, cfg)
     monkeypatch.undo()
-    loaded, meta = build.load_best_student(best)
+    loaded, meta = best_store.load_best_student(best)
     weights_are_first = all(torch.equal(loaded.state_dict()[k], first[k]) for k in first)
     assert (meta["val"]["f1_macro"] == 0.1) == weights_are_first, "best/ mixes two saves"

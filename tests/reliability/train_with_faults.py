@@ -18,8 +18,7 @@ import signal
 import time
 from pathlib import Path
 
-from wakeword_dist.train import checkpoint
-from wakeword_dist.train import components as build
+from wakeword_dist.train import checkpoint, data_setup
 from wakeword_dist.train import recipe as recipe_module
 
 if "WWD_HANG_IN_CHECKPOINT" in os.environ:
@@ -55,12 +54,12 @@ if "WWD_NAN_AT" in os.environ:
 
 if "WWD_SIGNAL_IN_SETUP" in os.environ:
     SIGNAL = signal.Signals[os.environ["WWD_SIGNAL_IN_SETUP"]]
-    _augmenter = build.augmenter
+    _augmenter = data_setup.augmenter
 
     def _augmenter_then_signal(*args, **kw):
         os.kill(os.getpid(), SIGNAL)
         return _augmenter(*args, **kw)
 
-    build.augmenter = _augmenter_then_signal
+    data_setup.augmenter = _augmenter_then_signal
 
 runpy.run_path(str(Path(__file__).resolve().parents[2] / "launch" / "train.py"), run_name="__main__")

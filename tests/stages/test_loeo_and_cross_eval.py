@@ -26,7 +26,7 @@ def test_held_out_engine_never_reaches_training_or_theta(tiny_shards, tmp_path):
     from wakeword_dist.data import reader
     from wakeword_dist.models.registry import build_student
     from wakeword_dist.stages.loeo import engines_in, held_out_config
-    from wakeword_dist.train import components
+    from wakeword_dist.train import data_setup
     from wakeword_dist.train.validate import validate
 
     cfg = _tiny_cfg(tiny_shards, tmp_path)
@@ -43,11 +43,11 @@ def test_held_out_engine_never_reaches_training_or_theta(tiny_shards, tmp_path):
     for engine in engines:
         sub = held_out_config(cfg, engine)
         assert sub.run.experiment == f"ci_tiny-loeo-{engine}" and sub.eval.test_sources == [engine]
-        data = components.open_data(sub, job="distill")
+        data = data_setup.open_data(sub, job="distill")
         seen = set()
         for epoch in range(2):
-            for batch in components.train_loader(sub, data, acc, epoch=epoch, skip_batches=0,
-                                                     with_teacher_logits=False):
+            for batch in data_setup.train_loader(sub, data, acc, epoch=epoch, skip_batches=0,
+                                                 with_teacher_logits=False):
                 seen.update(train_source[k] for k in batch["key"])
         assert engine not in seen and seen == set(engines) - {engine}
         # nor its test talkers by another engine's voice: splits are disjoint by voice group

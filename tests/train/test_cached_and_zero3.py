@@ -36,7 +36,8 @@ def test_annotate_then_cached_distill(tiny_shards, tiny_teacher_dir, tmp_path, c
 
 def test_cached_logits_from_another_teacher_are_refused(tiny_shards, tiny_teacher_dir, tmp_path, capsys):
     from wakeword_dist.models.teacher import build_teacher_from_scratch
-    from wakeword_dist.train.components import save_teacher_dir, wav2vec2_conv_stack
+    from wakeword_dist.train.best_store import save_teacher_dir
+    from wakeword_dist.train.teacher_setup import wav2vec2_conv_stack
 
     assert main(_args("annotate", tiny_shards, tmp_path, tiny_teacher_dir)) == 0
     labels = json.loads((tiny_shards / "train" / "index.json").read_text())["label_names"]

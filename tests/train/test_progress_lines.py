@@ -8,14 +8,14 @@ import subprocess
 import sys
 
 from tests.conftest import REPO, tiny_overrides
-from wakeword_dist.train import components
+from wakeword_dist.train import progress
 
 
 def test_line_progress_prints_every_n_seconds_and_at_close(monkeypatch):
     clock = iter([0.0, 10.0, 31.0, 40.0, 62.0, 70.0])  # time.monotonic() calls, s
-    monkeypatch.setattr(components.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
     out = io.StringIO()
-    bar = components.LineProgress(total=5, initial=0, desc="distill", every_s=30.0, stream=out)  # t=0
+    bar = progress.LineProgress(total=5, initial=0, desc="distill", every_s=30.0, stream=out)  # t=0
     bar.set_postfix(loss="0.512")
     for _ in range(4):          # t = 10, 31 (line), 40, 62 (line)
         bar.update(1)

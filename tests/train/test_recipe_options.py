@@ -54,7 +54,8 @@ def test_quality_gate_refuses_a_weak_teacher_with_its_figure(tiny_shards, tiny_t
 
 def test_teacher_with_other_labels_is_refused_naming_both_maps(tiny_shards, tmp_path):
     from wakeword_dist.models.teacher import build_teacher_from_scratch
-    from wakeword_dist.train.components import save_teacher_dir, wav2vec2_conv_stack
+    from wakeword_dist.train.best_store import save_teacher_dir
+    from wakeword_dist.train.teacher_setup import wav2vec2_conv_stack
 
     other = build_teacher_from_scratch(["negative", "hey_nora"], hidden_size=32, num_hidden_layers=1,
                                        num_attention_heads=2, intermediate_size=64, **wav2vec2_conv_stack(16))

@@ -150,15 +150,15 @@ def _background_split(clips: int, samples: int, sample_rate: int) -> Path:
 
 
 def augmenter(cfg: Config, device):
-    """The recipe's augmenter (``train/components.py: augmenter``) with a generated 64-clip
+    """The recipe's augmenter (``train/data_setup.py: augmenter``) with a generated 64-clip
     background split when the config's data root has none."""
-    from wakeword_dist.train import components as build
+    from wakeword_dist.train import data_setup
 
     root = Path(cfg.data.root)
     background = root / "background"
     if not (background / "index.json").is_file():
         background = _background_split(64, cfg.data.clip_samples, cfg.data.sample_rate)
-    return build.augmenter(cfg, SimpleNamespace(root=root, background_dir=background), device)
+    return data_setup.augmenter(cfg, SimpleNamespace(root=root, background_dir=background), device)
 
 
 def bench_accelerator(precision: str, device) -> "Accelerator":  # noqa: F821 - accelerate imported here
@@ -211,7 +211,7 @@ class BenchStep:
     def __init__(self, cfg: Config, labels: list[str], device, batch: int, precision: str, *,
                  teacher: Callable | None = None, logits: torch.Tensor | None = None, overlap: bool = False,
                  seed: int = 0, accelerator=None, batch_dict: dict | None = None):
-        from wakeword_dist.train.components import trainable_model
+        from wakeword_dist.train.model_setup import trainable_model
         from wakeword_dist.train.recipe import warmup_cosine
 
         if overlap and teacher is None:

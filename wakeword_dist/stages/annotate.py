@@ -12,20 +12,20 @@ from accelerate import Accelerator
 
 from wakeword_dist.config import Config
 from wakeword_dist.distill.annotate import annotate_split
-from wakeword_dist.train import components
+from wakeword_dist.train import data_setup, teacher_setup
 
 
 def annotate(cfg: Config) -> dict:
     acc = Accelerator()
-    data = components.open_data(cfg, job="baseline")
-    teacher, teacher_fn, decision = components.frozen_teacher(cfg, acc, data.label_names)
+    data = data_setup.open_data(cfg, job="baseline")
+    teacher, teacher_fn, decision = teacher_setup.frozen_teacher(cfg, acc, data.label_names)
     try:
-        out_dir = components.cached_train_dir(cfg)
+        out_dir = data_setup.cached_train_dir(cfg)
         summary = annotate_split(teacher_fn, teacher.fingerprint(), in_split_dir=data.train_dir,
                                  out_split_dir=out_dir, rank=acc.process_index, world_size=acc.num_processes,
                                  batch_size=cfg.eval.batch_size, device=acc.device, barrier=acc.wait_for_everyone)
     finally:
-        components.release_teacher(decision)
+        teacher_setup.release_teacher(decision)
     acc.print(f"[annotate] {data.train_dir} -> {out_dir} with teacher {cfg.teacher_path()} "
               f"(placement {decision.get('placement')})")
     return summary

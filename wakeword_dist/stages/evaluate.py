@@ -13,11 +13,12 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from wakeword_dist import collectives
 from wakeword_dist.atomic import write_json_atomic
 from wakeword_dist.config import Config
 from wakeword_dist.data import reader
 from wakeword_dist.eval.report import write_report
-from wakeword_dist.train import components
+from wakeword_dist.train import best_store, data_setup
 from wakeword_dist.train.run_logger import log_evaluation
 from wakeword_dist.train.validate import validate
 
@@ -31,7 +32,7 @@ def val_then_test(acc, model, data, cfg: Config) -> tuple[dict, float, dict]:
     either of those scores all of the test root's streams (none of them chose θ), else the
     second half."""
     val = validate(acc, model, data, cfg, split="val")
-    threshold = components.broadcast_object(acc, val["summary"].get("threshold") if acc.is_main_process else None)
+    threshold = collectives.broadcast_object(val["summary"].get("threshold") if acc.is_main_process else None)
     test_data = test_splits(cfg, data)
     sources = {"include_sources": list(cfg.eval.test_sources)} if cfg.eval.test_sources else {}
     half = "all" if (cfg.eval.test_root or cfg.eval.test_sources) else "test"
@@ -72,8 +73,8 @@ def evaluate_run(cfg: Config, run_dir: Path | None = None) -> dict | None:
     if not (best / "model.safetensors").is_file():
         raise FileNotFoundError(f"no trained model in {best} (run `wakeword-dist train` first)")
     acc = Accelerator()
-    model, meta = components.load_best_student(best, device=acc.device)
-    data = components.open_data(cfg, job="baseline")
+    model, meta = best_store.load_best_student(best, device=acc.device)
+    data = data_setup.open_data(cfg, job="baseline")
     if list(meta["label_names"]) != list(data.label_names):
         raise ValueError(f"model in {best} was trained with labels {meta['label_names']}, "
                          f"the dataset {cfg.data.root} has {data.label_names}")

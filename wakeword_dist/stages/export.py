@@ -16,14 +16,14 @@ from wakeword_dist.atomic import write_json_atomic
 from wakeword_dist.config import Config
 from wakeword_dist.export.onnx_export import OnnxClassifier, export_onnx, metric_change
 from wakeword_dist.stages.evaluate import val_then_test
-from wakeword_dist.train import components
+from wakeword_dist.train import best_store, data_setup
 from wakeword_dist.train.run_logger import log_export
 from wakeword_dist.train.validate import validate
 
 
 def export_run(cfg: Config, run_dir: Path | None = None) -> dict:
     run_dir = Path(run_dir or cfg.job_dir())
-    model, meta = components.load_best_student(run_dir / "best")
+    model, meta = best_store.load_best_student(run_dir / "best")
     result = export_onnx(model, run_dir / "model.onnx", sample_rate=cfg.data.sample_rate,
                          clip_samples=cfg.data.clip_samples, opset=cfg.export.opset, int8=cfg.export.int8,
                          label_names=meta["label_names"])
@@ -31,7 +31,7 @@ def export_run(cfg: Config, run_dir: Path | None = None) -> dict:
           f"max |onnxruntime - torch| = {max(result['max_abs_diff'].values()):.2e}")
     if cfg.export.int8 and result["int8_path"]:
         acc = Accelerator()
-        data = components.open_data(cfg, job="baseline")
+        data = data_setup.open_data(cfg, job="baseline")
         _, theta, fp32 = val_then_test(acc, OnnxClassifier(result["onnx_path"]), data, cfg)
         int8 = validate(acc, OnnxClassifier(result["int8_path"]), data, cfg, split="test", threshold=theta)
         result["test_fp32"], result["test_int8"] = fp32["summary"], int8["summary"]

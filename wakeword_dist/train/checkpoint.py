@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-# temp file + fsync + rename, temp removed on failure; re-exported for components and stages
+# temp file + fsync + rename, temp removed on failure; re-exported for the recipe (final.json)
 from wakeword_dist.atomic import write_json_atomic
 
 TRAIN_STATE = "train_state.json"

@@ -3,9 +3,13 @@
 Reads top to bottom: `setup()` builds everything, `train()` runs the loop, `cleanup()` closes
 loggers. The same code runs as `python launch/train.py` (one process, debug), as
 `accelerate launch launch/train.py` (DDP over GPUs/nodes, or gloo CPU ranks) and from
-`wakeword-dist train`. Accelerate is the only distributed API used here; the ZeRO-3 teacher
-placement goes through `distill.placement`. The training step itself is `train/step.py:
-train_step`, which the benchmark (`bench/`) times as it is.
+`wakeword-dist train`. Accelerate is the distributed API used here; sums of a few numbers over
+the ranks go through `collectives` (the torch.distributed call Accelerate's reduce makes, shared
+with the teacher placement), and the ZeRO-3 teacher placement through `distill.placement`. The
+training step itself is `train/step.py: train_step`, which the benchmark (`bench/`) times as it is.
+What `setup()` builds comes from `train/`: `data_setup` (splits, loaders, augmenter),
+`model_setup` (the trained model), `teacher_setup` (the frozen teacher and its gate), `best_store`
+(the best model on disk) and `progress` (rank 0's progress bar).
 
 Job differences, and nothing else:
 - teacher:  the HF teacher is the trainable model; CE on every label.
@@ -25,12 +29,13 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 
+from wakeword_dist import collectives
 from wakeword_dist.config import Config, save_config
 from wakeword_dist.data.sources import bad_fraction_lower_bound
 from wakeword_dist.distill.ahead import TeacherAhead
 from wakeword_dist.distill.loss import KDLoss
+from wakeword_dist.train import best_store, data_setup, model_setup, progress, teacher_setup
 from wakeword_dist.train import checkpoint as ckpt
-from wakeword_dist.train import components as build
 from wakeword_dist.train.run_logger import RunLogger
 from wakeword_dist.train.step import StepParts, label_keep_mask, train_step
 from wakeword_dist.eval.report import to_jsonable
@@ -86,32 +91,33 @@ class Recipe:
                 f"the launcher started WORLD_SIZE={launched} processes but Accelerate sees {acc.num_processes}: "
                 "each would train alone. On CPU set ACCELERATE_USE_CPU=1 (see docs/distributed.md)")
         set_seed(cfg.train.seed)
-        self.data = build.open_data(cfg, job=self.job)
+        self.data = data_setup.open_data(cfg, job=self.job)
         self.label_names = self.data.label_names
 
-        self.model, self.architecture = build.trainable_model(cfg, self.job, self.label_names)
+        self.model, self.architecture = model_setup.trainable_model(cfg, self.job, self.label_names)
         self.model.to(acc.device)
         if cfg.frontend.cmvn and self.job != "teacher":
-            build.fit_cmvn(self.model, self.data, cfg, acc)
+            model_setup.fit_cmvn(self.model, self.data, cfg, acc)
 
         if self.job == "distill":
             # Forked RNG: loading and gating the teacher must not shift the random stream
             # (dropout, SpecAugment) that the baseline twin, which has no teacher, also sees.
             with torch.random.fork_rng(devices=[]):
                 if cfg.distill.mode == "online":
-                    self.teacher, self.teacher_fn, self.placement = build.frozen_teacher(cfg, acc, self.label_names)
-                    self.teacher_quality = build.teacher_quality_gate(cfg, acc, self.teacher_fn, self.data)
+                    self.teacher, self.teacher_fn, self.placement = teacher_setup.frozen_teacher(
+                        cfg, acc, self.label_names)
+                    self.teacher_quality = teacher_setup.teacher_quality_gate(cfg, acc, self.teacher_fn, self.data)
                     if cfg.distill.overlap_teacher and self.placement.get("placement") == "replicate":
                         self.ahead = TeacherAhead(self.teacher_fn, acc.device)
                     self.placement["overlap_teacher"] = self.ahead is not None
                 else:
                     self.placement = {"placement": "cached", "reason": "distill.mode=cached"}
-                    build.check_cached_logits(cfg, self.data)
+                    teacher_setup.check_cached_logits(cfg, self.data)
 
         alpha = cfg.distill.alpha if self.job == "distill" else 0.0
         hn_weight = cfg.distill.hard_negative_weight if self.job != "teacher" else 1.0
         self.loss_fn = KDLoss(alpha=alpha, temperature=cfg.distill.temperature, hard_negative_weight=hn_weight)
-        self.augment = build.augmenter(cfg, self.data, acc.device)
+        self.augment = data_setup.augmenter(cfg, self.data, acc.device)
 
         # The teacher has its own schedule: it usually needs more steps and a lower peak LR.
         epochs, lr = (cfg.teacher.train_epochs, cfg.teacher.train_lr) if self.job == "teacher" \
@@ -181,7 +187,7 @@ class Recipe:
         stop = self.stop
         if stop.agreed(acc):  # signalled during setup: no step taken, the last checkpoint stands
             raise TrainingStopped(f"stop signal received during setup; nothing to save, resume from step {self.step}")
-        progress = build.progress_bar(acc, cfg, self.total_steps, self.step)
+        bar = progress.progress_bar(acc, cfg, self.total_steps, self.step)
         self.keys_digest = hashlib.sha1()  # which clips this rank trained on (since start/resume)
         read = skipped = 0  # clips the reader decoded or tried to, and the bad ones among them
         window_t0, window_clips = time.perf_counter(), 0
@@ -192,20 +198,21 @@ class Recipe:
                     metrics = self._train_step(batch, next_batch)
                     self.step += 1
                     self.batch_in_epoch += 1
-                    progress.update(1)
+                    bar.update(1)
                     self.keys_digest.update("\n".join(batch["key"]).encode())
                     skipped += int(batch.get("skipped", 0))
                     read += int(batch.get("read", len(batch["key"])))
                     window_clips += len(batch["key"])
                     if self.step % cfg.logging.log_every == 0 or self.step == self.total_steps:
-                        read_all, skipped_all, clips_all = build.sum_over_ranks(acc, [read, skipped, window_clips])
+                        read_all, skipped_all, clips_all = collectives.sum_over_ranks(
+                            [read, skipped, window_clips], acc.device)
                         bad_fraction = skipped_all / max(read_all, 1)
                         elapsed = time.perf_counter() - window_t0
                         metrics.update({"data/skipped": skipped_all, "data/bad_fraction": bad_fraction,
                                         "train/clips_per_s": clips_all / max(elapsed, 1e-9),
                                         "train/lr": self.scheduler.get_last_lr()[0], "train/epoch": self.epoch})
                         self.logger.log(metrics, self.step)
-                        progress.set_postfix(loss=f"{metrics['train/loss']:.3f}")
+                        bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
                         window_t0, window_clips = time.perf_counter(), 0
                         if bad_fraction_lower_bound(skipped_all, read_all) > cfg.train.max_bad_fraction:
                             raise TrainingFailed(
@@ -229,7 +236,7 @@ class Recipe:
             self._finish(final)
             return {"step": self.step, "val": final, "best": self.best, "run_dir": str(self.run_dir)}
         finally:
-            progress.close()
+            bar.close()
 
     def train_loader_for_epoch(self, epoch: int, skip_batches: int = 0):
         """This rank's batches of `epoch`, the first `skip_batches` left out (resume).
@@ -237,8 +244,9 @@ class Recipe:
         Batches are fetched under a forked RNG: torch's DataLoader draws a base seed from the
         global generator on its first `next()`, which would shift dropout/SpecAugment
         randomness between a resumed run and an uninterrupted one."""
-        loader = build.train_loader(self.cfg, self.data, self.accelerator, epoch=epoch, skip_batches=skip_batches,
-                                    with_teacher_logits=self.job == "distill" and self.cfg.distill.mode == "cached")
+        cached = self.job == "distill" and self.cfg.distill.mode == "cached"
+        loader = data_setup.train_loader(self.cfg, self.data, self.accelerator, epoch=epoch,
+                                         skip_batches=skip_batches, with_teacher_logits=cached)
         iterator = iter(loader)
         while True:
             with torch.random.fork_rng(devices=[]):
@@ -290,11 +298,11 @@ class Recipe:
         if acc.is_main_process:
             self.logger.log({f"val/{k}": v for k, v in report["summary"].items()}, self.step)
             candidate = {"step": self.step, **report["summary"]}
-            if build.is_better(candidate, self.best, cfg, self.job):
+            if best_store.is_better(candidate, self.best, cfg, self.job):
                 self.best = candidate
-                build.save_best(acc, self.model, self.run_dir / "best", self.architecture, self.label_names,
-                                candidate, cfg)
-        self.best = build.broadcast_object(acc, self.best)
+                best_store.save_best(acc, self.model, self.run_dir / "best", self.architecture, self.label_names,
+                                     candidate, cfg)
+        self.best = collectives.broadcast_object(self.best)
         return report["summary"]
 
     def _save(self) -> None:
@@ -329,7 +337,7 @@ class Recipe:
     def cleanup(self) -> None:
         if hasattr(self, "logger"):
             self.logger.close()
-        build.release_teacher(self.placement)
+        teacher_setup.release_teacher(self.placement)
         if hasattr(self, "accelerator"):
             self.accelerator.wait_for_everyone()
             self.accelerator.end_training()

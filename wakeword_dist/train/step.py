@@ -30,9 +30,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from wakeword_dist import collectives
 from wakeword_dist.distill.ahead import TeacherAhead
 from wakeword_dist.models.frontend import as_batch_audio
-from wakeword_dist.train import components as build
 
 
 def label_keep_mask(keys: list[str], fraction: float) -> torch.Tensor:
@@ -130,8 +130,8 @@ def train_step(parts: StepParts, batch: dict, step: int, next_batch: dict | None
     # stop at this step's boundary (signals.py). One all-reduce carries both flags and the
     # three losses: the step's only collective besides DDP's (a gloo call costs ~1 ms).
     finite = float(torch.isfinite(losses["loss"]).item())
-    sums = build.sum_over_ranks(acc, [finite, parts.stop.vote(), losses["loss"].item(), losses["ce"].item(),
-                                      losses["kd"].item()])
+    sums = collectives.sum_over_ranks([finite, parts.stop.vote(), losses["loss"].item(), losses["ce"].item(),
+                                       losses["kd"].item()], acc.device)
     all_finite = sums[0] >= acc.num_processes - 0.5
     parts.stop.settle(sums[1])
     loss, ce, kd = (v / acc.num_processes for v in sums[2:])

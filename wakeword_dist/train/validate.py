@@ -47,7 +47,7 @@ def score_split(acc, model, data, cfg: Config, *, split: str, with_streams: bool
     ``sources``: filter of clips and streams as reader kwargs (``{"include_sources": [...]}``);
     default: the config's ``data.include/exclude_sources`` for val, none for test.
     ``stream_half``: which streams ("val", "test", "all"); default: the split's own half."""
-    from wakeword_dist.train.components import eval_loader
+    from wakeword_dist.train.data_setup import eval_loader
 
     split_dir = {"val": data.val_dir, "test": data.test_dir}[split]
     if sources is None:
