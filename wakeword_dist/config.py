@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +25,52 @@ class ConfigError(ValueError):
     """A configuration problem; the message is one line naming the key."""
 
 
-def _help(text: str, default: Any = dataclasses.MISSING, **kw):
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take, ``low`` to ``high`` (None = unbounded); an open end leaves
+    its bound out. Printed as in the error messages: ``[0, 1]``, ``(0, inf)``."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value) -> bool:
+        above = self.low is None or value > self.low or (value == self.low and not self.low_open)
+        below = self.high is None or value < self.high or (value == self.high and not self.high_open)
+        return above and below
+
+    def __str__(self) -> str:
+        low = "(-inf" if self.low is None else ("(" if self.low_open else "[") + str(self.low)
+        high = "inf)" if self.high is None else str(self.high) + (")" if self.high_open else "]")
+        return f"{low}, {high}"
+
+
+POSITIVE = Range(0, low_open=True)  # (0, inf): rates, lengths, temperatures, learning rates
+NON_NEGATIVE = Range(0)             # [0, inf): counts and weights that may be 0
+AT_LEAST_ONE = Range(1)             # [1, inf): counts that may not
+FRACTION = Range(0, 1)              # [0, 1]: probabilities and shares
+
+SYNTH_ENGINES = ("espeak-ng", "flite", "festival")  # data.engines (= wakeword_dist.data.tts.ENGINE_NAMES)
+TEACHER_REWRITES = ("fuse_feature_norm", "channels_last_encoder", "dense_pos_conv")  # teacher.fast_forward
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, *, choices: tuple = (), range: Range | None = None,
+          non_empty: bool = False, **kw):
+    """A field with its help text and what loading checks besides its type, kept in the field's
+    metadata: ``choices`` (the value, or each item of a list, is one of them), ``range`` (a
+    number lies in it), ``non_empty`` (a list has an item)."""
+    metadata = {"help": text}
+    if choices:
+        metadata["choices"] = tuple(choices)
+    if range is not None:
+        metadata["range"] = range
+    if non_empty:
+        metadata["non_empty"] = True
     if isinstance(default, (list, dict)):
         value = default
-        return field(default_factory=lambda: type(value)(value), metadata={"help": text}, **kw)
-    return field(default=default, metadata={"help": text}, **kw)
+        return field(default_factory=lambda: type(value)(value), metadata=metadata, **kw)
+    return field(default=default, metadata=metadata, **kw)
 
 
 @dataclass
@@ -44,30 +88,36 @@ class DataConfig:
                               "expansion ('https://host/ds/train-{000000..000999}.tar'), no index.json; needs "
                               "data.label_names. Empty = <root>/train/.", "")
     val_shards: str = _help("Validate on these shards (spec as data.train_shards) instead of <root>/val/.", "")
-    label_names: list = _help("Label map (index = label id) for data.train_shards / data.val_shards; with an "
-                              "index.json the index's own map is used and must equal this when both are set.", [])
-    include_sources: list = _help("Training and validation read only samples whose json `source` is one of "
-                                  "these (e.g. TTS engines); empty = all. Test/evaluate callers pass their own.", [])
-    exclude_sources: list = _help("Training and validation skip samples whose json `source` is one of these "
-                                  "(leave-one-engine-out); the number of batches per epoch is unchanged.", [])
+    label_names: list[str] = _help("Label map (index = label id) for data.train_shards / data.val_shards; with an "
+                                   "index.json the index's own map is used and must equal this when both are set.", [])
+    include_sources: list[str] = _help(
+        "Training and validation read only samples whose json `source` is one of "
+        "these (e.g. TTS engines); empty = all. Test/evaluate callers pass their own.", [])
+    exclude_sources: list[str] = _help("Training and validation skip samples whose json `source` is one of these "
+                                       "(leave-one-engine-out); the number of batches per epoch is unchanged.", [])
     shard_retries: int = _help("Re-reads of a shard URL whose transfer failed (HTTP error, cut connection, "
-                               "pipe exit) before its loss is counted as bad data.", 2)
-    shard_retry_delay_s: float = _help("Seconds before re-read k (times k).", 1.0)
-    sample_rate: int = _help("Audio sample rate in Hz; shards with another rate are refused.", 16000)
-    clip_seconds: float = _help("Clip length in seconds (training and clip-level eval).", 1.0)
-    batch_size: int = _help("Clips per batch per rank.", 64)
-    num_workers: int = _help("CPU decode workers per rank.", 1)
+                               "pipe exit) before its loss is counted as bad data.", 2, range=NON_NEGATIVE)
+    shard_retry_delay_s: float = _help("Seconds before re-read k (times k).", 1.0, range=NON_NEGATIVE)
+    sample_rate: int = _help("Audio sample rate in Hz; shards with another rate are refused.", 16000, range=POSITIVE)
+    clip_seconds: float = _help("Clip length in seconds (training and clip-level eval).", 1.0, range=POSITIVE)
+    batch_size: int = _help("Clips per batch per rank.", 64, range=AT_LEAST_ONE)
+    num_workers: int = _help("CPU decode workers per rank.", 1, range=NON_NEGATIVE)
     label_fraction: float = _help(
         "Fraction of training clips whose label the *student* sees (chosen by a hash of the key); "
-        "the rest become unlabelled (label -1, KD term only). The teacher job always sees all labels.", 1.0)
-    synth_size: str = _help("Preset for `synth`: tiny (tests), demo (the README's job) or full.", "demo")
-    engines: list = _help("TTS engines `synth` mixes (equal shares of every split and of the streams): "
-                          "espeak-ng, flite, festival.", ["espeak-ng", "flite", "festival"])
-    speakers_per_voice: int = _help("`synth`: derived (perturbed) speakers per engine voice, #0 unperturbed; "
-                                    "0 = the preset's (tiny 2; demo 3 espeak-ng / 8 flite / 12 festival).", 0)
+        "the rest become unlabelled (label -1, KD term only). The teacher job always sees all labels.",
+        1.0, range=FRACTION)
+    synth_size: str = _help(
+        "Preset for `synth`: tiny (tests), demo (the README's job) or full.", "demo", choices=("tiny", "demo", "full"))
+    engines: list[str] = _help(
+        "TTS engines `synth` mixes (equal shares of every split and of the streams): "
+        "espeak-ng, flite, festival.", ["espeak-ng", "flite", "festival"], choices=SYNTH_ENGINES, non_empty=True)
+    speakers_per_voice: int = _help(
+        "`synth`: derived (perturbed) speakers per engine voice, #0 unperturbed; "
+        "0 = the preset's (tiny 2; demo 3 espeak-ng / 8 flite / 12 festival).", 0, range=NON_NEGATIVE)
     synth_seed: int = _help("Seed of the synthetic generator.", 0)
     wake_phrase: str = _help("Wake phrase spoken by the synthetic generator.", "hey nova")
-    audio_format: str = _help("Audio member format written by synth/build-shards: flac, wav or npy.", "wav")
+    audio_format: str = _help(
+        "Audio member format written by synth/build-shards: flac, wav or npy.", "wav", choices=("flac", "wav", "npy"))
 
     @property
     def clip_samples(self) -> int:
@@ -76,33 +126,34 @@ class DataConfig:
 
 @dataclass
 class FrontendConfig:
-    n_mels: int = _help("Mel bands.", 40)
-    win_ms: float = _help("STFT window in ms.", 25.0)
-    hop_ms: float = _help("STFT hop in ms.", 10.0)
+    n_mels: int = _help("Mel bands.", 40, range=AT_LEAST_ONE)
+    win_ms: float = _help("STFT window in ms.", 25.0, range=POSITIVE)
+    hop_ms: float = _help("STFT hop in ms.", 10.0, range=POSITIVE)
     cmvn: bool = _help("Global CMVN with statistics from the training shards, stored with the run.", False)
 
 
 @dataclass
 class AugmentConfig:
-    noise_prob: float = _help("Probability of mixing a background clip into a training clip.", 0.8)
+    noise_prob: float = _help("Probability of mixing a background clip into a training clip.", 0.8, range=FRACTION)
     snr_db_min: float = _help("Lowest noise SNR in dB.", 0.0)
     snr_db_max: float = _help("Highest noise SNR in dB.", 20.0)
-    rir_prob: float = _help("Probability of convolving with a room impulse response.", 0.3)
+    rir_prob: float = _help("Probability of convolving with a room impulse response.", 0.3, range=FRACTION)
     rir_dir: str = _help("Folder of real RIR audio files (.wav/.flac, any rate); wins over the dataset's "
                          "simulated `rir` split. Empty = that split (<data.root>/rir/), else generated "
                          "decaying-noise RIRs.", "")
-    rir_max: int = _help("Most RIRs taken from the `rir` split (each ~0.8 s = 12,800 floats on the device).", 512)
+    rir_max: int = _help(
+        "Most RIRs taken from the `rir` split (each ~0.8 s = 12,800 floats on the device).", 512, range=AT_LEAST_ONE)
     channel_prob: float = _help("Probability of a telephone-like channel: band-pass (channel_low_hz - "
-                                "channel_high_hz, edges jittered +-20 %) then maybe 8-bit mu-law.", 0.0)
-    channel_low_hz: float = _help("Channel pass band low edge, Hz (300 = telephone).", 300.0)
+                                "channel_high_hz, edges jittered +-20 %) then maybe 8-bit mu-law.", 0.0, range=FRACTION)
+    channel_low_hz: float = _help("Channel pass band low edge, Hz (300 = telephone).", 300.0, range=POSITIVE)
     channel_high_hz: float = _help("Channel pass band high edge, Hz (3400 = telephone; x1.2 must stay below "
-                                   "Nyquist).", 3400.0)
+                                   "Nyquist).", 3400.0, range=POSITIVE)
     channel_mulaw_prob: float = _help("Probability a channelled clip is also 8-bit mu-law coded (G.711, "
-                                      "~38 dB SNR).", 0.5)
+                                      "~38 dB SNR).", 0.5, range=FRACTION)
     speed_prob: float = _help("Probability a clip is played faster/slower (tempo, pitch and formants "
-                              "together: one talker becomes another), before the room.", 0.0)
-    speed_min: float = _help("Slowest speed factor (0.85 = 15 % slower, ~2.8 semitones down).", 0.85)
-    speed_max: float = _help("Fastest speed factor (1.15 = 15 % faster, ~2.4 semitones up).", 1.15)
+                              "together: one talker becomes another), before the room.", 0.0, range=FRACTION)
+    speed_min: float = _help("Slowest speed factor (0.85 = 15 % slower, ~2.8 semitones down).", 0.85, range=POSITIVE)
+    speed_max: float = _help("Fastest speed factor (1.15 = 15 % faster, ~2.4 semitones up).", 1.15, range=POSITIVE)
     gain_db: float = _help("Random gain drawn from +-gain_db dB.", 6.0)
     shift_ms: float = _help("Random time shift up to +-shift_ms ms.", 100.0)
     specaugment: bool = _help("SpecAugment on the student's log-mel (training only).", True)
@@ -111,7 +162,7 @@ class AugmentConfig:
 @dataclass
 class StudentConfig:
     name: str = _help("Student architecture: tiny_conv, mobilenetv3_small, bc_resnet.", "tiny_conv")
-    width: float = _help("Width multiplier (bc_resnet: 1 ~ 10k params, 8 ~ 320k).", 1.0)
+    width: float = _help("Width multiplier (bc_resnet: 1 ~ 10k params, 8 ~ 320k).", 1.0, range=POSITIVE)
 
 
 @dataclass
@@ -119,7 +170,9 @@ class TeacherConfig:
     name_or_path: str = _help(
         "HF model id or local folder for AutoModelForAudioClassification.from_pretrained; empty = "
         "the teacher trained by `train-teacher` (runs/<experiment>/teacher/best/).", "")
-    arch: str = _help("Architecture for from-scratch teachers: wav2vec2, hubert, wavlm.", "wav2vec2")
+    arch: str = _help(
+        "Architecture for from-scratch teachers: wav2vec2, hubert, wavlm.",
+        "wav2vec2", choices=("wav2vec2", "hubert", "wavlm"))
     hidden_size: int = _help("From-scratch teacher: transformer width.", 64)
     num_hidden_layers: int = _help("From-scratch teacher: transformer layers.", 2)
     num_attention_heads: int = _help("From-scratch teacher: attention heads.", 2)
@@ -128,31 +181,45 @@ class TeacherConfig:
     feature_encoder: str = _help(
         "From-scratch teacher's conv feature encoder: wav2vec2 (HF's 7 convs, first kernel 10 samples, "
         "20 ms frames) | filterbank (one learned 25-ms filter bank at 10-ms hop, then a stride-2 conv: "
-        "20 ms frames; learns far faster from scratch, see docs/results.md).", "wav2vec2")
-    dtype: str = _help("Frozen teacher precision while distilling: fp16, bf16 or fp32.", "bf16")
-    placement: str = _help("auto | replicate | zero3 (DeepSpeed ZeRO-3 sharded, inference only).", "auto")
-    memory_share: float = _help("auto placement: replicate when teacher+activations fit this share of free device memory.", 0.5)
+        "20 ms frames; learns far faster from scratch, see docs/results.md).",
+        "wav2vec2", choices=("wav2vec2", "filterbank"))
+    dtype: str = _help(
+        "Frozen teacher precision while distilling: fp16, bf16 or fp32.", "bf16", choices=("fp16", "bf16", "fp32"))
+    placement: str = _help(
+        "auto | replicate | zero3 (DeepSpeed ZeRO-3 sharded, inference only).",
+        "auto", choices=("auto", "replicate", "zero3"))
+    memory_share: float = _help(
+        "auto placement: replicate when teacher+activations fit this share of free device memory.",
+        0.5, range=Range(0, 1, low_open=True))
     trust_remote_code: bool = _help("Allow teachers that need remote code. Off: such teachers are refused.", False)
-    min_val_accuracy: float = _help("Quality gate: refuse to distil from a teacher below this val accuracy.", 0.8)
+    min_val_accuracy: float = _help(
+        "Quality gate: refuse to distil from a teacher below this val accuracy.", 0.8, range=FRACTION)
     skip_quality_gate: bool = _help("Distil even if the teacher fails the quality gate.", False)
-    train_lr: float = _help("train-teacher: peak AdamW learning rate (train.lr is the students').", 1e-3)
-    train_epochs: int = _help("train-teacher: epochs of train.batches_per_epoch steps (train.epochs is the students').", 6)
-    fast_forward: list = _help(
+    train_lr: float = _help(
+        "train-teacher: peak AdamW learning rate (train.lr is the students').", 1e-3, range=POSITIVE)
+    train_epochs: int = _help(
+        "train-teacher: epochs of train.batches_per_epoch steps (train.epochs is the students').",
+        6, range=AT_LEAST_ONE)
+    fast_forward: list[str] = _help(
         "Same-function teacher rewrites (models/fast_teacher.py) for a replicated teacher: "
         "fuse_feature_norm, channels_last_encoder, dense_pos_conv; [] = plain HF (weight norm is "
-        "always folded). Their GPU gain is what launch/gpu_check.sh measures.", [])
-    compile: str = _help("torch.compile the replicated teacher: none | default | max-autotune-no-cudagraphs | "
-                         "reduce-overhead.", "none")
+        "always folded). Their GPU gain is what launch/gpu_check.sh measures.", [], choices=TEACHER_REWRITES)
+    compile: str = _help(
+        "torch.compile the replicated teacher: none | default | max-autotune-no-cudagraphs | "
+        "reduce-overhead.", "none", choices=("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead"))
     cuda_graphs: bool = _help("Replay the replicated teacher's forward as a CUDA graph per batch shape "
                               "(GPU only; ignored on CPU; exclusive with teacher.compile).", False)
 
 
 @dataclass
 class DistillConfig:
-    alpha: float = _help("Weight of the KD term in [0, 1]; 0 = plain cross-entropy.", 0.7)
-    temperature: float = _help("Softmax temperature T > 0 for the KD term.", 2.0)
-    mode: str = _help("online: teacher runs every step; cached: logits from the annotate stage.", "online")
-    hard_negative_weight: float = _help("Loss weight of hard-negative clips (applies to CE and KD).", 2.0)
+    alpha: float = _help("Weight of the KD term in [0, 1]; 0 = plain cross-entropy.", 0.7, range=FRACTION)
+    temperature: float = _help("Softmax temperature T > 0 for the KD term.", 2.0, range=POSITIVE)
+    mode: str = _help(
+        "online: teacher runs every step; cached: logits from the annotate stage.",
+        "online", choices=("online", "cached"))
+    hard_negative_weight: float = _help(
+        "Loss weight of hard-negative clips (applies to CE and KD).", 2.0, range=NON_NEGATIVE)
     overlap_teacher: bool = _help(
         "Online, replicated teacher: run it one batch ahead (a second CUDA stream on GPU) so the student "
         "step overlaps it; same results, one more batch in memory (distill/ahead.py).", False)
@@ -160,30 +227,33 @@ class DistillConfig:
 
 @dataclass
 class TrainConfig:
-    job: str = _help("baseline | distill | teacher.", "distill")
+    job: str = _help("baseline | distill | teacher.", "distill", choices=("baseline", "distill", "teacher"))
     seed: int = _help("Seed for weights, data order and augmentation.", 0)
-    epochs: int = _help("Epochs; each is batches_per_epoch steps on every rank.", 4)
-    batches_per_epoch: int = _help("Batches per rank per epoch (equal on every rank: no DDP hang).", 50)
-    lr: float = _help("Peak AdamW learning rate.", 3e-3)
+    epochs: int = _help("Epochs; each is batches_per_epoch steps on every rank.", 4, range=AT_LEAST_ONE)
+    batches_per_epoch: int = _help(
+        "Batches per rank per epoch (equal on every rank: no DDP hang).", 50, range=AT_LEAST_ONE)
+    lr: float = _help("Peak AdamW learning rate.", 3e-3, range=POSITIVE)
     weight_decay: float = _help("AdamW weight decay.", 1e-2)
     warmup_steps: int = _help("Linear warm-up steps before the cosine decay.", 20)
     grad_clip: float = _help("Gradient-norm clip; 0 disables.", 5.0)
-    mixed_precision: str = _help("Accelerate mixed precision: no, fp16, bf16.", "no")
+    mixed_precision: str = _help("Accelerate mixed precision: no, fp16, bf16.", "no", choices=("no", "fp16", "bf16"))
     eval_every: int = _help("Validate every N optimizer steps (and at the end); 0 = end only.", 100)
     checkpoint_every: int = _help("Checkpoint every N steps; 0 = only at the end / on a stop signal.", 100)
     keep_checkpoints: int = _help("Newest complete checkpoints kept.", 2)
     resume: str = _help("never | auto (newest complete checkpoint) | a checkpoint folder.", "auto")
     max_bad_fraction: float = _help(
-        "Stop when surely (97.5 % Wilson lower bound) more than this fraction of clips failed to decode.", 0.05)
-    max_nonfinite_steps: int = _help("Stop after this many NaN/inf steps in a row.", 5)
+        "Stop when surely (97.5 % Wilson lower bound) more than this fraction of clips failed to decode.",
+        0.05, range=FRACTION)
+    max_nonfinite_steps: int = _help("Stop after this many NaN/inf steps in a row.", 5, range=AT_LEAST_ONE)
     max_steps: int = _help("Stop after this many steps (0 = epochs x batches_per_epoch); for tests.", 0)
 
 
 @dataclass
 class EvalConfig:
-    target_fa_per_hour: float = _help("False accepts per hour the threshold is chosen for (on val).", 2.0)
-    window_s: float = _help("Streaming detector window in s.", 1.0)
-    hop_s: float = _help("Streaming detector hop in s.", 0.1)
+    target_fa_per_hour: float = _help(
+        "False accepts per hour the threshold is chosen for (on val).", 2.0, range=POSITIVE)
+    window_s: float = _help("Streaming detector window in s.", 1.0, range=POSITIVE)
+    hop_s: float = _help("Streaming detector hop in s.", 0.1, range=POSITIVE)
     smoothing_frames: int = _help("Moving-average smoothing of detector scores, in hops.", 3)
     lockout_s: float = _help("No second activation within this many s.", 1.0)
     batch_size: int = _help("Clips per evaluation batch.", 128)
@@ -191,7 +261,7 @@ class EvalConfig:
         "Report test on another dataset (folder, URL or pipe: root holding test/ and stream/, e.g. your own "
         "recordings made into shards with build-shards); θ still comes from this run's own val. "
         "Empty = data.root (its test split and the second half of its streams).", "")
-    test_sources: list = _help(
+    test_sources: list[str] = _help(
         "Report test only on clips and streams whose json `source` is listed (e.g. the held-out engine of "
         "leave-one-engine-out); [] = all.", [])
     per_engine: bool = _help("Add the test metrics at the same θ per source (engine) to report.json.", True)
@@ -205,7 +275,9 @@ class ExportConfig:
 
 @dataclass
 class LoggingConfig:
-    wandb: str = _help("auto (offline without an API key) | online | offline | disabled.", "auto")
+    wandb: str = _help(
+        "auto (offline without an API key) | online | offline | disabled.",
+        "auto", choices=("auto", "online", "offline", "disabled"))
     project: str = _help("W&B project.", "wakeword-dist")
     log_every: int = _help("Log train metrics every N steps.", 10)
     progress: bool = _help("Progress bar on rank 0.", True)
@@ -213,11 +285,12 @@ class LoggingConfig:
 
 @dataclass
 class CompareConfig:
-    seeds: list = _help("Seeds run for each of baseline and distill.", [0, 1, 2])
+    seeds: list[int] = _help("Seeds run for each of baseline and distill.", [0, 1, 2], non_empty=True)
     launcher: str = _help(
         "sequential (in-process) | accelerate (one `accelerate launch` per run) | slurm (all runs as one "
-        "job array of slurm/compare.sbatch, waited for with progress).", "sequential")
-    num_processes: int = _help("Processes per run when launcher=accelerate.", 2)
+        "job array of slurm/compare.sbatch, waited for with progress).",
+        "sequential", choices=("sequential", "accelerate", "slurm"))
+    num_processes: int = _help("Processes per run when launcher=accelerate.", 2, range=AT_LEAST_ONE)
 
 
 @dataclass
@@ -252,96 +325,78 @@ class Config:
 
 # ---- validation ------------------------------------------------------------------------
 
-SYNTH_ENGINES = ("espeak-ng", "flite", "festival")  # data.engines (= wakeword_dist.data.tts.ENGINE_NAMES)
-TEACHER_REWRITES = ("fuse_feature_norm", "channels_last_encoder", "dense_pos_conv")  # teacher.fast_forward
-
-_CHOICES = {
-    "data.audio_format": ("flac", "wav", "npy"),
-    "data.synth_size": ("tiny", "demo", "full"),
-    "teacher.arch": ("wav2vec2", "hubert", "wavlm"),
-    "teacher.feature_encoder": ("wav2vec2", "filterbank"),
-    "teacher.dtype": ("fp16", "bf16", "fp32"),
-    "teacher.placement": ("auto", "replicate", "zero3"),
-    "teacher.compile": ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead"),
-    "distill.mode": ("online", "cached"),
-    "train.job": ("baseline", "distill", "teacher"),
-    "train.mixed_precision": ("no", "fp16", "bf16"),
-    "logging.wandb": ("auto", "online", "offline", "disabled"),
-    "compare.launcher": ("sequential", "accelerate", "slurm"),
-}
-
-# key -> (low, high, low_inclusive, high_inclusive); None = unbounded
-_RANGES = {
-    "data.sample_rate": (0, None, False, True),
-    "data.clip_seconds": (0, None, False, True),
-    "data.batch_size": (1, None, True, True),
-    "data.num_workers": (0, None, True, True),
-    "data.label_fraction": (0, 1, True, True),
-    "data.speakers_per_voice": (0, None, True, True),
-    "frontend.n_mels": (1, None, True, True),
-    "frontend.win_ms": (0, None, False, True),
-    "frontend.hop_ms": (0, None, False, True),
-    "data.shard_retries": (0, None, True, True),
-    "data.shard_retry_delay_s": (0, None, True, True),
-    "augment.noise_prob": (0, 1, True, True),
-    "augment.rir_prob": (0, 1, True, True),
-    "augment.rir_max": (1, None, True, True),
-    "augment.channel_prob": (0, 1, True, True),
-    "augment.channel_low_hz": (0, None, False, True),
-    "augment.channel_high_hz": (0, None, False, True),
-    "augment.channel_mulaw_prob": (0, 1, True, True),
-    "augment.speed_prob": (0, 1, True, True),
-    "augment.speed_min": (0, None, False, True),
-    "augment.speed_max": (0, None, False, True),
-    "student.width": (0, None, False, True),
-    "teacher.memory_share": (0, 1, False, True),
-    "teacher.min_val_accuracy": (0, 1, True, True),
-    "teacher.train_lr": (0, None, False, True),
-    "teacher.train_epochs": (1, None, True, True),
-    "distill.alpha": (0, 1, True, True),
-    "distill.temperature": (0, None, False, True),
-    "distill.hard_negative_weight": (0, None, True, True),
-    "train.epochs": (1, None, True, True),
-    "train.batches_per_epoch": (1, None, True, True),
-    "train.lr": (0, None, False, True),
-    "train.max_bad_fraction": (0, 1, True, True),
-    "train.max_nonfinite_steps": (1, None, True, True),
-    "eval.target_fa_per_hour": (0, None, False, True),
-    "eval.window_s": (0, None, False, True),
-    "eval.hop_s": (0, None, False, True),
-    "compare.num_processes": (1, None, True, True),
-}
+def _check_metadata(key: str, value, metadata) -> None:
+    """The checks a field's metadata asks for (see `_help`), on a value of the field's type."""
+    if value is None:
+        return
+    if metadata.get("non_empty") and not value:
+        raise ConfigError(f"config key '{key}': expected a non-empty list, got {value!r}")
+    choices = metadata.get("choices")
+    if choices:
+        for item in value if isinstance(value, list) else [value]:
+            if item not in choices:
+                raise ConfigError(f"config key '{key}': {item!r} is not one of {', '.join(choices)}")
+    bounds = metadata.get("range")
+    if bounds is not None and value not in bounds:
+        raise ConfigError(f"config key '{key}': {value!r} is out of range {bounds}")
 
 
-def _check_range(key: str, value) -> None:
-    if key in _CHOICES and value not in _CHOICES[key]:
-        raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(_CHOICES[key])}")
-    if key in _RANGES:
-        low, high, low_inc, high_inc = _RANGES[key]
-        too_low = low is not None and (value < low or (value == low and not low_inc))
-        too_high = high is not None and (value > high or (value == high and not high_inc))
-        if too_low or too_high:
-            lo = "(-inf" if low is None else ("[" if low_inc else "(") + str(low)
-            hi = "inf)" if high is None else str(high) + ("]" if high_inc else ")")
-            raise ConfigError(f"config key '{key}': {value!r} is out of range {lo}, {hi}")
+def _type_name(annotation) -> str:
+    """``int``, ``list[str]``, ``float | None``: as the annotation reads."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is list:
+        return f"list[{_type_name(args[0])}]" if args else "list"
+    return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
 
 
 def _coerce(key: str, value, annotation):
-    """Check `value` against the field type; ints are accepted for floats."""
-    expected = {"str": str, "int": int, "float": float, "bool": bool, "list": list}[
-        annotation if isinstance(annotation, str) else annotation.__name__]
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is float and isinstance(value, str):
-        # YAML 1.1 reads "1e-3" (no dot) as a string; accept it as the number it means.
-        try:
+    """``value`` checked against the field's type ``annotation`` (resolved: ``int``,
+    ``list[int]``, ``str | None``, ...) and returned, converted where that is lossless: ints and
+    numeric strings to float (YAML 1.1 reads "1e-3", no dot, as a string), and so for each item
+    of a ``list[float]``. A union takes the first member the value fits."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for member in args:
+            if member is not type(None):
+                try:
+                    return _coerce(key, value, member)
+                except ConfigError:
+                    pass
+    elif origin is list or annotation is list:
+        if isinstance(value, list):
+            item_type = args[0] if args else Any
+            items = []
+            for i, item in enumerate(value):
+                try:
+                    items.append(_coerce(key, item, item_type))
+                except ConfigError:
+                    raise ConfigError(f"config key '{key}': expected {_type_name(annotation)}, item {i} is "
+                                      f"{type(item).__name__} {item!r}") from None
+            return items
+    else:
+        if annotation is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
-        except ValueError:
-            pass
-    if expected is int and isinstance(value, bool) or not isinstance(value, expected):
-        raise ConfigError(
-            f"config key '{key}': expected {expected.__name__}, got {type(value).__name__} {value!r}")
-    return value
+        if annotation is float and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if not (annotation is int and isinstance(value, bool)) and isinstance(value, annotation):
+            return value
+    raise ConfigError(
+        f"config key '{key}': expected {_type_name(annotation)}, got {type(value).__name__} {value!r}")
+
+
+@functools.cache
+def _field_types(cls) -> dict:
+    """The section's field types, resolved from their (``from __future__``) string annotations."""
+    return typing.get_type_hints(cls)
 
 
 def _unknown_key(key: str, valid: list[str]) -> ConfigError:
@@ -356,6 +411,7 @@ def _unknown_key(key: str, valid: list[str]) -> ConfigError:
 
 def _build(cls, values: dict, prefix: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _field_types(cls)
     kwargs = {}
     for name, value in values.items():
         key = f"{prefix}{name}"
@@ -367,8 +423,8 @@ def _build(cls, values: dict, prefix: str):
                 raise ConfigError(f"config key '{key}': expected a section (mapping), got {value!r}")
             kwargs[name] = _build(f.default_factory().__class__, value, f"{key}.")
         else:
-            value = _coerce(key, value, f.type)
-            _check_range(key, value)
+            value = _coerce(key, value, hints[name])
+            _check_metadata(key, value, f.metadata)
             kwargs[name] = value
     return cls(**kwargs)
 
@@ -439,14 +495,6 @@ def validate(cfg: Config) -> None:
                           f"Nyquist ({cfg.data.sample_rate / 2:g} Hz)")
     if a.speed_min > a.speed_max:
         raise ConfigError("config key 'augment.speed_min' is larger than 'augment.speed_max'")
-    if not cfg.compare.seeds or not all(isinstance(s, int) for s in cfg.compare.seeds):
-        raise ConfigError("config key 'compare.seeds': expected a non-empty list of ints")
-    if not cfg.data.engines or any(e not in SYNTH_ENGINES for e in cfg.data.engines):
-        raise ConfigError(f"config key 'data.engines': expected a non-empty list of "
-                          f"{', '.join(SYNTH_ENGINES)}, got {cfg.data.engines!r}")
-    unknown = [r for r in cfg.teacher.fast_forward if r not in TEACHER_REWRITES]
-    if unknown:
-        raise ConfigError(f"config key 'teacher.fast_forward': {unknown[0]!r} is not one of {', '.join(TEACHER_REWRITES)}")
     if cfg.teacher.compile != "none" and cfg.teacher.cuda_graphs:
         raise ConfigError("config keys 'teacher.compile' and 'teacher.cuda_graphs' are exclusive "
                           "(teacher.compile=reduce-overhead gives compiled CUDA graphs)")

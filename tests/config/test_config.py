@@ -52,6 +52,60 @@ def test_errors_name_the_key(override, message):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("override, message", [
+    ("compare.seeds=[0, two]", "config key 'compare.seeds': expected list[int], item 1 is str 'two'"),
+    ("compare.seeds=3", "config key 'compare.seeds': expected list[int], got int 3"),
+    ("compare.seeds=[]", "config key 'compare.seeds': expected a non-empty list, got []"),
+    ("data.label_names=[negative, 1]", "config key 'data.label_names': expected list[str], item 1 is int 1"),
+    ("teacher.memory_share=0", "config key 'teacher.memory_share': 0.0 is out of range (0, 1]"),
+])
+def test_list_items_and_open_ranges_name_the_key(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert str(info.value) == message
+
+
+def test_choices_and_ranges_live_in_the_field_metadata():
+    """Every section field's checks are its own metadata: a choice default is one of its choices,
+    a ranged default lies in its range, list fields say their item type."""
+    import dataclasses
+    import typing
+
+    from wakeword_dist.config import Range, _field_types
+
+    checked = 0
+    for section in dataclasses.fields(Config):
+        cls = section.default_factory().__class__
+        hints = _field_types(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            assert hints[f.name] is not list, f"{section.name}.{f.name}: bare list, give its item type"
+            if typing.get_origin(hints[f.name]) is list:
+                assert all(isinstance(x, typing.get_args(hints[f.name])[0]) for x in default)
+            if "choices" in f.metadata:
+                items = default if isinstance(default, list) else [default]
+                assert all(x in f.metadata["choices"] for x in items), f"{section.name}.{f.name}"
+                checked += 1
+            if "range" in f.metadata:
+                assert isinstance(f.metadata["range"], Range) and default in f.metadata["range"], f.name
+                checked += 1
+    assert checked > 40
+
+
+def test_coerce_handles_list_items_and_unions():
+    from wakeword_dist.config import _coerce
+
+    assert _coerce("k", [1, "2.5"], list[float]) == [1.0, 2.5]
+    assert _coerce("k", ["a"], list[str]) == ["a"]
+    assert _coerce("k", None, int | None) is None
+    assert _coerce("k", 4, float | None) == 4.0 and isinstance(_coerce("k", 4, float | None), float)
+    assert _coerce("k", "x", int | str) == "x"
+    with pytest.raises(ConfigError, match=r"^config key 'k': expected int \| None, got str 'x'$"):
+        _coerce("k", "x", int | None)
+    with pytest.raises(ConfigError, match=r"^config key 'k': expected list\[int\], item 0 is bool True$"):
+        _coerce("k", [True], list[int])
+
+
 def test_teacher_compile_and_cuda_graphs_are_exclusive():
     with pytest.raises(ConfigError, match="'teacher.compile' and 'teacher.cuda_graphs' are exclusive"):
         load_config(None, ["teacher.compile=default", "teacher.cuda_graphs=true"])

@@ -165,8 +165,10 @@ def test_engine_mix_is_set_in_config():
 
     assert load_config().data.engines == list(ENGINE_NAMES)
     assert load_config(overrides=["data.engines=[flite, festival]"]).data.engines == ["flite", "festival"]
-    with pytest.raises(ConfigError, match=r"^config key 'data.engines': expected a non-empty list"):
+    with pytest.raises(ConfigError, match=r"^config key 'data.engines': 'sam' is not one of espeak-ng, flite"):
         load_config(overrides=["data.engines=[espeak-ng, sam]"])
+    with pytest.raises(ConfigError, match=r"^config key 'data.engines': expected a non-empty list"):
+        load_config(overrides=["data.engines=[]"])
     assert load_config(overrides=["data.synth_size=full"]).data.synth_size == "full"
 
 
