@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from wakeword_dist import collectives
 from wakeword_dist.atomic import write_json_atomic
 from wakeword_dist.data.audio_io import AUDIO_EXTS, INT16_SCALE, AudioDecodeError, decode_audio
 from wakeword_dist.data.reader import read_index
@@ -90,14 +91,11 @@ class _Lockstep:
 
     def __init__(self, teacher_fn: Callable, device: torch.device, dummy_samples: int):
         self.teacher_fn = teacher_fn
-        backend = torch.distributed.get_backend()
-        self.device = device if backend == "nccl" else torch.device("cpu")
+        self.device = device
         self.dummy = torch.zeros(1, dummy_samples)
 
     def _sync(self, state: int) -> int:
-        t = torch.tensor([state], dtype=torch.int64, device=self.device)
-        torch.distributed.all_reduce(t)
-        total = int(t.item())
+        total = int(collectives.sum_over_ranks([state], self.device)[0])
         if total >= self.FAILED and state < self.FAILED:
             raise RuntimeError("annotate failed on another rank (see its error); stopping this rank too")
         return total
