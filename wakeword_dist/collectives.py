@@ -1,8 +1,8 @@
 """Reductions of a few plain numbers (and one object broadcast) over the ranks of the process group.
 
 The one place for them: the recipe (`train/`: step flags and losses, data counts, the teacher
-gate) and the teacher placement (`distill/placement.py`: free memory) both call these. They are
-plain ``torch.distributed``, the call Accelerate's ``reduce`` / ``gather`` /
+gate, the best model) and `distill/` (the placement's free memory, annotate's ZeRO-3 lockstep)
+call these. They are plain ``torch.distributed``, the call Accelerate's ``reduce`` / ``gather`` /
 ``broadcast_object_list`` make on GPU and CPU ranks, so that `distill/` needs no Accelerator.
 
 Collective: when a process group of more than one rank is up, every rank must call the same
