@@ -108,3 +108,17 @@ def test_short_and_silent_input():
     assert perturb(np.zeros(100, np.float32), SR, Perturbation(1.1, 2, 1.1)).size == 100
     y = perturb(np.zeros(SR, np.float32), SR, Perturbation(1.1, 2, 1.1))
     assert y.size == round(SR / 1.1) and np.all(np.isfinite(y)) and np.abs(y).max() < 1e-6
+
+
+def test_training_speakers_reach_female_like_voices_and_eval_speakers_stay_put():
+    train = [draw_speaker(np.random.default_rng(s), train=True) for s in range(300)]
+    pitch = np.array([p.pitch_semitones for p in train])
+    warp = np.array([p.warp for p in train])
+    assert pitch.max() > 6.5 and pitch.min() < -3  # male -> female-like and deeper
+    assert np.corrcoef(pitch, warp)[0, 1] > 0.5  # formants follow f0, as across real talkers
+    assert warp.max() < 1.3 and warp.min() > 0.8
+    for seed in range(20):  # the same draws consumed: val/test speakers do not move with train's ranges
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        draw_speaker(a, train=True), draw_speaker(b)
+        assert a.random() == b.random()
+    assert all(abs(draw_speaker(np.random.default_rng(s)).pitch_semitones) <= 3 for s in range(100))

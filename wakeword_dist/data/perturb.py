@@ -35,6 +35,15 @@ MAX_GAIN = 4.6  # nats: the envelope warp changes no bin by more than +-40 dB
 SPEAKER_TEMPO = (0.88, 1.15)  # speaking-rate factor: duration / tempo
 SPEAKER_SEMITONES = (-3.0, 3.0)  # f0 shift, semitones
 SPEAKER_WARP = (0.88, 1.14)  # formant frequency factor (~ 1 / vocal-tract length ratio)
+# Training speakers reach further, so that a male engine voice also yields female- and child-like
+# talkers (the test's voices include female ones no training engine voice resembles): f0 up to
+# +8 semitones, with formants following f0 as they do across real talkers (shorter vocal tract,
+# higher voice: warp ~ 2 ** (0.3 * semitones / 12), ~1.19 for a +10 semitone male -> female step),
+# times an independent spread. Val and test speakers keep the narrower ranges above, so the
+# evaluation does not change with what training is given.
+TRAIN_SEMITONES = (-4.0, 8.0)
+TRAIN_WARP_PER_OCTAVE = 0.3  # formant shift that follows f0, in octaves per octave of f0
+TRAIN_WARP_SPREAD = (0.92, 1.09)
 JITTER_TEMPO = 0.03  # per clip: tempo x U(1 -/+ 0.03)
 JITTER_SEMITONES = 0.4  # per clip: + U(-/+ 0.4) semitones
 JITTER_WARP = 0.01  # per clip: warp x U(1 -/+ 0.01)
@@ -56,10 +65,15 @@ class Perturbation:
         return self.tempo == 1.0 and self.pitch_semitones == 0.0 and self.warp == 1.0
 
 
-def draw_speaker(rng: np.random.Generator) -> Perturbation:
-    """One derived speaker's fixed perturbation (uniform in the SPEAKER_* ranges)."""
-    return Perturbation(float(rng.uniform(*SPEAKER_TEMPO)), float(rng.uniform(*SPEAKER_SEMITONES)),
-                        float(rng.uniform(*SPEAKER_WARP)))
+def draw_speaker(rng: np.random.Generator, *, train: bool = False) -> Perturbation:
+    """One derived speaker's fixed perturbation: uniform in the SPEAKER_* ranges, or for a
+    training speaker (``train=True``) f0 in TRAIN_SEMITONES with formants that follow it."""
+    tempo = float(rng.uniform(*SPEAKER_TEMPO))
+    if not train:
+        return Perturbation(tempo, float(rng.uniform(*SPEAKER_SEMITONES)), float(rng.uniform(*SPEAKER_WARP)))
+    semitones = float(rng.uniform(*TRAIN_SEMITONES))
+    warp = 2 ** (TRAIN_WARP_PER_OCTAVE * semitones / 12) * float(rng.uniform(*TRAIN_WARP_SPREAD))
+    return Perturbation(tempo, semitones, warp)
 
 
 def jitter(rng: np.random.Generator, speaker: Perturbation) -> Perturbation:

@@ -82,6 +82,6 @@ def derive_speakers(rng: np.random.Generator, voices: dict[str, dict[str, list[s
         for e, names in voices[s].items():
             engine = get_engine(e)
             out[s][e] = [Speaker(e, v, k, engine.split_group(v),
-                                 Perturbation() if k == 0 else draw_speaker(rng))
+                                 Perturbation() if k == 0 else draw_speaker(rng, train=s == "train"))
                          for v in names for k in range(speakers_per_voice[e])]
     return out
