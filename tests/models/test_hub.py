@@ -74,7 +74,7 @@ def test_round_trip_gives_the_same_module_and_outputs(name, tmp_path, offline):
     assert loaded.state_dict().keys() == saved.keys()
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, saved[key]), key
-    # the best-model store's tensors under the best-model store's names (best/model.safetensors)
+    # the state dict under its own names (what best/model.safetensors holds)
     assert load_file(str(out / "model.safetensors")).keys() == saved.keys()
 
     audio = torch.randn(3, 8000, generator=torch.Generator().manual_seed(1)) * 0.1

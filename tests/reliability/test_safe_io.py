@@ -311,8 +311,12 @@ def test_old_checkpoints_are_pruned_and_dead_leftovers_removed(accelerator, tmp_
         ".tmp-step-99999999", ckpt.checkpoint_name(4), ckpt.checkpoint_name(6)]
 
 
-def test_a_failed_best_model_write_keeps_weights_and_metadata_together(tmp_path, monkeypatch):
+@pytest.mark.parametrize("fail_after", ["weights", "config.json"])
+def test_a_failed_best_model_write_keeps_weights_and_metadata_together(tmp_path, monkeypatch, fail_after):
+    """best/ is the HF layout (models.hub): weights, then config.json, then the README.md card.
+    A save that dies after the new weights (or after weights and config) leaves the old three."""
     from wakeword_dist.config import load_config
+    from wakeword_dist.models import hub
     from wakeword_dist.train import best_store, model_setup
 
     class Unwrapped:  # save_best only asks the accelerator to unwrap
@@ -324,23 +328,36 @@ def test_a_failed_best_model_write_keeps_weights_and_metadata_together(tmp_path,
     labels = ["negative", "hey_nova"]
     model, arch = model_setup.trainable_model(cfg, "baseline", labels)
     best = tmp_path / "best"
-    best_store.save_best(Unwrapped, model, best, arch, labels, {"f1_macro": 0.1}, cfg)
+    best_store.save_best(Unwrapped, model, best, arch, labels, {"step": 1, "f1_macro": 0.1}, cfg)
     first = {k: v.clone() for k, v in model.state_dict().items()}
+    first_files = {p.name: p.read_bytes() for p in best.iterdir()}
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
 
-    real = best_store.write_json_atomic
+    if fail_after == "weights":
+        real = hub.HubStudent._save_pretrained
 
-    def fail_on_model_json(path, obj, **kw):
-        if Path(path).name == "model.json":
-            raise _Boom("injected failure writing model.json")
-        return real(path, obj, **kw)
+        def weights_then_fail(self, save_directory):
+            real(self, save_directory)
+            raise _Boom("injected failure after writing model.safetensors")
 
-    monkeypatch.setattr(best_store, "write_json_atomic", fail_on_model_json)
+        monkeypatch.setattr(hub.HubStudent, "_save_pretrained", weights_then_fail)
+    else:  # config.json is written, the card is not
+        def fail_on_card(self, card=None, **kwargs):
+            raise _Boom("injected failure writing README.md")
+
+        monkeypatch.setattr(hub.HubStudent, "generate_model_card", fail_on_card)
     with pytest.raises(_Boom):
-        best_store.save_best(Unwrapped, model, best, arch, labels, {"f1_macro": 0.9}, cfg)
+        best_store.save_best(Unwrapped, model, best, arch, labels, {"step": 2, "f1_macro": 0.9}, cfg)
     monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in best.iterdir()} == first_files, "best/ changed by a failed save"
     loaded, meta = best_store.load_best_student(best)
-    weights_are_first = all(torch.equal(loaded.state_dict()[k], first[k]) for k in first)
-    assert (meta["val"]["f1_macro"] == 0.1) == weights_are_first, "best/ mixes two saves"
+    assert all(torch.equal(loaded.state_dict()[k], first[k]) for k in first)
+    assert meta["metrics"]["f1_macro"] == 0.1 and meta["training"]["steps"] == 1
+    # the next save clears the dead temp folder and replaces best/ whole
+    best_store.save_best(Unwrapped, model, best, arch, labels, {"step": 3, "f1_macro": 0.9}, cfg)
+    loaded, meta = best_store.load_best_student(best)
+    assert meta["metrics"]["f1_macro"] == 0.9 and not any(torch.equal(loaded.state_dict()[k], first[k])
+                                                          for k, _ in model.named_parameters())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]

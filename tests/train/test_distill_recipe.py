@@ -7,6 +7,7 @@ mocked tests passed; these tests run the real recipe, real shards and a real HF 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from tests.conftest import REPO, tiny_overrides
 from wakeword_dist.config import load_config
 from wakeword_dist.models.frontend import as_batch_audio
+from wakeword_dist.models.hub import read_config
 from wakeword_dist.train.recipe import Recipe, run
 from wakeword_dist.train.run_logger import read_metrics
 
@@ -85,6 +87,11 @@ def test_teacher_runs_every_step_on_the_student_input(tiny_shards, tiny_teacher_
     final = json.loads((run_dir / "final.json").read_text())
     assert final["completed"] and final["placement"]["placement"] == "replicate"
     assert final["placement"]["overlap_teacher"] is overlap
+    # best/ is the HF layout, its card naming this teacher, the winning step and the train index
+    training = read_config(run_dir / "best")["training"]
+    assert training["job"] == "distill" and training["steps"] == final["best"]["step"]
+    assert training["teacher"]["weights_sha256"] == recipe.teacher.fingerprint()["weights_sha256"]
+    assert hashlib.sha256((Path(cfg.data.root) / "train" / "index.json").read_bytes()).hexdigest() in training["dataset"]
 
     offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1, "a real wandb offline run directory must exist"

@@ -11,8 +11,9 @@ the folder is what ``push_to_hub`` uploads and what the Hub shows. What each fil
   arguments), the recipe's ``architecture`` record, the label map (``label_names``, ``id2label``,
   ``label2id``), the front end's settings read from the module, and the card's training record and
   metrics, so a program can read them without parsing the card.
-- ``model.safetensors``: the student's state dict, the same tensors under the same names as the
-  best-model store's ``best/model.safetensors`` (front-end window and CMVN buffers included).
+- ``model.safetensors``: the student's state dict, front-end window and CMVN buffers included.
+
+The recipe's best-model store (``train/best_store.py``) writes each run's ``best/`` this way.
 - ``README.md``: the model card: metrics, label map, front end, how it was trained.
 
 A local folder never touches the network. Errors about a folder are one line naming the file.

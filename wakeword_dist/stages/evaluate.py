@@ -85,7 +85,7 @@ def evaluate_run(cfg: Config, run_dir: Path | None = None) -> dict | None:
     report.update({"split": "test", "test_root": cfg.eval.test_root or cfg.data.root,
                    "test_sources": list(cfg.eval.test_sources), "val_threshold_choice": val["summary"],
                    "run_dir": str(run_dir),
-                   "best_step": meta["val"].get("step"), "model": meta["architecture"]})
+                   "best_step": meta["training"].get("steps"), "model": meta["architecture"]})
     out_dir = report_dir(cfg, run_dir)
     write_report(report, out_dir, name=f"{run_dir.parent.name}/{run_dir.name}")
     # strict JSON like report.json: an undefined metric (NaN) is written as null

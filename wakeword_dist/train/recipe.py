@@ -75,6 +75,8 @@ class Recipe:
         self.ahead: TeacherAhead | None = None  # distill.overlap_teacher: the teacher one batch ahead
         self.placement: dict = {}
         self.teacher_quality: dict | None = None  # the quality gate's figures (online distill)
+        self.teacher_fingerprint: dict | None = None  # distill: the teacher's identity, for best/'s card
+        self.dataset_record = ""     # the card's data line: data.root, train index.json sha256
         self.nonfinite_in_row = 0     # consecutive skipped steps; restored on resume
 
     # ------------------------------------------------------------------ setup
@@ -93,6 +95,7 @@ class Recipe:
         set_seed(cfg.train.seed)
         self.data = data_setup.open_data(cfg, job=self.job)
         self.label_names = self.data.label_names
+        self.dataset_record = best_store.dataset_record(cfg, self.data.train_dir)
 
         self.model, self.architecture = model_setup.trainable_model(cfg, self.job, self.label_names)
         self.model.to(acc.device)
@@ -106,6 +109,7 @@ class Recipe:
                 if cfg.distill.mode == "online":
                     self.teacher, self.teacher_fn, self.placement = teacher_setup.frozen_teacher(
                         cfg, acc, self.label_names)
+                    self.teacher_fingerprint = self.teacher.fingerprint()  # hashed when loaded (frozen)
                     self.teacher_quality = teacher_setup.teacher_quality_gate(cfg, acc, self.teacher_fn, self.data)
                     if cfg.distill.overlap_teacher and self.placement.get("placement") == "replicate":
                         self.ahead = TeacherAhead(self.teacher_fn, acc.device)
@@ -113,6 +117,7 @@ class Recipe:
                 else:
                     self.placement = {"placement": "cached", "reason": "distill.mode=cached"}
                     teacher_setup.check_cached_logits(cfg, self.data)
+                    self.teacher_fingerprint = self.data.train_index["teacher"]  # checked: the configured teacher's
 
         alpha = cfg.distill.alpha if self.job == "distill" else 0.0
         hn_weight = cfg.distill.hard_negative_weight if self.job != "teacher" else 1.0
@@ -301,7 +306,7 @@ class Recipe:
             if best_store.is_better(candidate, self.best, cfg, self.job):
                 self.best = candidate
                 best_store.save_best(acc, self.model, self.run_dir / "best", self.architecture, self.label_names,
-                                     candidate, cfg)
+                                     candidate, cfg, teacher=self.teacher_fingerprint, dataset=self.dataset_record)
         self.best = collectives.broadcast_object(self.best)
         return report["summary"]
 
