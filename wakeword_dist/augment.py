@@ -5,7 +5,7 @@ All random draws come from an explicit ``torch.Generator`` in a fixed order (sam
 the probabilities hit), so a given generator state always gives the same output. Draws added
 later go at the end of that order, so an older configuration still gets the same audio.
 
-Where the RIRs come from (``wakeword_dist.train.components.augmenter``): a folder of real RIRs
+Where the RIRs come from (``wakeword_dist.train.data_setup.augmenter``): a folder of real RIRs
 (``load_rirs``) when given, else the dataset's simulated ``rir`` split
 (``wakeword_dist.data.rooms``), else ``generate_rirs``' decaying noise.
 """
