@@ -63,7 +63,7 @@ def test_choices_and_ranges_live_in_the_field_metadata():
     import dataclasses
     import typing
 
-    from wakeword_dist.config import Range, _field_types
+    from wakeword_dist.config_fields import Range, _field_types
 
     checked = 0
     for section in dataclasses.fields(Config):
@@ -85,7 +85,7 @@ def test_choices_and_ranges_live_in_the_field_metadata():
 
 
 def test_coerce_handles_list_items_and_unions():
-    from wakeword_dist.config import _coerce
+    from wakeword_dist.config_fields import _coerce
 
     assert _coerce("k", [1, "2.5"], list[float]) == [1.0, 2.5]
     assert _coerce("k", ["a"], list[str]) == ["a"]
