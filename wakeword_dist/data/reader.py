@@ -426,14 +426,19 @@ def split_keys(split_dir) -> list[str]:
     return [key for url in Split.open(split_dir).urls for key, _ in _read_tar(url)]
 
 
-def split_sources(split_dir) -> dict[str, str]:
-    """``{key: source}`` of every sample of a split, from its json members only (no audio is
-    decoded); a sample without a ``source`` field maps to ``""``."""
+def split_json_field(split_dir, field: str, default=None) -> dict:
+    """``{key: json[field]}`` of every sample of a split, from its json members only (no audio
+    is decoded); a sample without the field maps to ``default``."""
     out = {}
     for url in Split.open(split_dir).urls:
         for key, parts in _read_tar(url):
-            out[key] = str(json.loads(parts["json"]).get("source", "")) if "json" in parts else ""
+            out[key] = json.loads(parts["json"]).get(field, default) if "json" in parts else default
     return out
+
+
+def split_sources(split_dir) -> dict[str, str]:
+    """``{key: source}`` of every sample of a split (``""`` where a sample has none)."""
+    return {k: str(v) for k, v in split_json_field(split_dir, "source", "").items()}
 
 
 def iter_split(split_dir, keys: Collection[str] | None = None, *,

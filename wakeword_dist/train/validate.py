@@ -99,12 +99,38 @@ def validate(acc, model, data, cfg: Config, *, split: str = "val", job: str = "d
     keys, probs, labels, s_scores, s_dur, s_keys = scored
     report = _report(cfg, data, probs, labels, s_scores, s_dur, s_keys, threshold)
     report["n_unique_keys"] = len(keys)
+    if s_keys:
+        report["false_accepts"] = false_accepts_heard(report, reader.split_json_field(data.stream_dir, "segments"),
+                                                      cfg.eval.window_s)
     if per_engine:
         split_dir = {"val": data.val_dir, "test": data.test_dir}[split]
         report["per_engine"] = _per_engine(cfg, data, split_dir, report["threshold"], keys, probs, labels,
                                            s_scores, s_dur, s_keys)
     summary = {k: float(report[k]) for k in SUMMARY_KEYS if k in report and report[k] is not None}
     return {"report": report, "summary": summary}
+
+
+def false_accepts_heard(report: dict, segments_of: dict, window_s: float, most: int = 50) -> dict:
+    """What each false accept at the report's θ heard: the utterances (``[start, end, kind, text]``
+    in the stream json's ``segments``, written by synth) that overlap its window. ``by_kind``
+    counts them by the kind of the utterance most of the window held (``"none"``: noise only;
+    ``"unknown"``: the stream records no segments). Rank 0 only."""
+    by_kind: dict[str, int] = {}
+    listed = []
+    for key, times in report["activations"].items():
+        segments = segments_of.get(key)
+        for end in times:
+            start = end - window_s  # activation times are window ends
+            heard = [] if segments is None else [s for s in segments if s[0] < end and s[1] > start]
+            overlap = {}
+            for s in heard:
+                overlap[s[2]] = overlap.get(s[2], 0.0) + min(end, s[1]) - max(start, s[0])
+            kind = "unknown" if segments is None else max(overlap, key=overlap.get) if overlap else "none"
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+            if len(listed) < most:
+                listed.append({"stream": key, "time_s": round(end, 2), "kind": kind,
+                               "heard": [s[3] for s in heard]})
+    return {"by_kind": dict(sorted(by_kind.items())), "first": listed}
 
 
 def _report(cfg: Config, data, probs, labels, s_scores, s_dur, s_keys, threshold) -> dict:
