@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import REPO, tiny_overrides
 from tests.train.test_ddp_launch import accelerate_launch
 from wakeword_dist.cli import main
+from wakeword_dist.models.hub import read_config
 from wakeword_dist.train.run_logger import read_metrics
 
 
@@ -32,6 +33,10 @@ def test_annotate_then_cached_distill(tiny_shards, tiny_teacher_dir, tmp_path, c
     assert len(rows) == 3 and all(m["train/kd_loss"] > 0 for m in rows)
     final = json.loads((tmp_path / "ci_tiny" / "distill" / "seed0" / "final.json").read_text())
     assert final["placement"]["placement"] == "cached"
+    # best/'s card names the teacher behind the cached logits and the annotated split trained on
+    training = read_config(tmp_path / "ci_tiny" / "distill" / "seed0" / "best")["training"]
+    assert training["teacher"] == {k: index["teacher"][k] for k in ("name_or_path", "weights_sha256")}
+    assert str(annotated) in training["dataset"]
 
 
 def test_cached_logits_from_another_teacher_are_refused(tiny_shards, tiny_teacher_dir, tmp_path, capsys):
