@@ -105,7 +105,9 @@ def test_missing_inputs_leave_notes_and_extra_sections_render(tmp_path):
     root = tmp_path / "exp"
     (root / "distill" / "seed0").mkdir(parents=True)
     (root / "distill" / "seed0" / "report.json").write_text(json.dumps({
-        "f1_macro": 0.5, "per_engine": {"espeak-ng": {"frr_at_target": 0.25, "fa_per_hour": None}}}))
+        "f1_macro": 0.5, "per_engine": {"espeak-ng": {"frr_at_target": 0.25, "fa_per_hour": None}},
+        "false_accepts": {"by_kind": {"confusable": 2, "speech": 1}, "first": [
+            {"stream": "stream-000040", "time_s": 12.3, "kind": "confusable", "heard": ["say nova", "stop"]}]}}))
     # the shape stages/loeo.py writes: per held-out engine, per job, means over seeds
     (root / "loeo.json").write_text(json.dumps({"experiment": "exp", "engines": ["flite"], "per_engine": {
         "flite": {"distill": {"clip_auc": 0.71, "clip_auc_per_seed": [0.7, 0.72], "n_clips": 40}}}}))
@@ -115,7 +117,10 @@ def test_missing_inputs_leave_notes_and_extra_sections_render(tmp_path):
         assert note in page, note
     parsed = _Page()
     parsed.feed(page)
-    assert parsed.cells[-5:] == ["distill", "0", "espeak-ng", "0.2500", "–"], "per-engine table (null FA/h: –)"
+    windows = [parsed.cells[i:i + 5] for i in range(len(parsed.cells))]
+    assert ["distill", "0", "espeak-ng", "0.2500", "–"] in windows, "per-engine table (null FA/h: –)"
+    assert ["distill", "0", "2", "1"] in [w[:4] for w in windows], "false accepts by kind"
+    assert parsed.cells[-6:] == ["distill", "0", "stream-000040", "12.30", "confusable", "say nova | stop"]
     assert ["flite", "distill", "0.7100", "40"] in [parsed.cells[i:i + 4] for i in range(len(parsed.cells))], \
         "leave-one-engine-out table (the per-seed lists are not columns)"
     assert parsed.images == []

@@ -8,6 +8,7 @@ Reads only what the other stages wrote (no model is loaded, nothing is recompute
   <job>/seed<k>/config.yaml                train: the baseline / distill config differences
   <job>/seed<k>/export.json                export: ONNX sizes, parity, int8 minus fp32
   loeo.json, report.json["per_engine"]     leave-one-engine-out / per-engine figures, if any
+  report.json["false_accepts"]             what each test false accept at θ heard, by kind
 
 Images are inlined as base64 PNG ``data:`` URIs and there is no script or external style, so
 the one file can be mailed, attached to a ticket or opened from an artefact store offline. A
@@ -309,6 +310,30 @@ def _engine_section(root: Path, runs: dict[str, dict[int, Path]]) -> str:
     return "".join(parts) or _note("no loeo.json and no per_engine section in any report.json: omitted.")
 
 
+def _false_accept_section(runs: dict[str, dict[int, Path]]) -> str:
+    """report.json's false_accepts: per run, how many test false accepts at θ heard a near miss,
+    plain speech or noise only, and the first few with what was said."""
+    rows, examples = [], []
+    kinds: list[str] = []
+    for job, seeds in runs.items():
+        for seed, run_dir in seeds.items():
+            fa = (_read_json(run_dir / "report.json") or {}).get("false_accepts")
+            if not isinstance(fa, Mapping):
+                continue
+            by_kind = fa.get("by_kind", {})
+            kinds += [k for k in by_kind if k not in kinds]
+            rows.append((job, seed, by_kind))
+            examples += [[_esc(job), str(seed), _esc(f.get("stream")), _num(f.get("time_s"), 2), _esc(f.get("kind")),
+                          _esc(" | ".join(f.get("heard", [])))] for f in fa.get("first", [])[:3]]
+    if not rows:
+        return _note("no false_accepts in any report.json (streams without segments, or none scored): omitted.")
+    counts = [[_esc(job), str(seed), *(str(by_kind.get(k, 0)) for k in kinds)] for job, seed, by_kind in rows]
+    return (_table(["job", "seed", *map(_esc, kinds)], counts)
+            + _note("test false accepts at θ by what most of the detector's window held: confusable = a "
+                    "curated near miss, speech = other speech, none = noise only.")
+            + (_table(["job", "seed", "stream", "time s", "kind", "heard"], examples) if examples else ""))
+
+
 # ----------------------------------------------------------------------------- page
 def build_html(root: str | Path) -> str:
     """The whole page for runs/<experiment>/ as one HTML string."""
@@ -324,6 +349,7 @@ def build_html(root: str | Path) -> str:
         ("Config differences, baseline vs distill", _config_section(runs)),
         ("Export (ONNX, int8)", _export_section(runs)),
         ("Per engine / leave one engine out", _engine_section(root, runs)),
+        ("What the false accepts heard (test)", _false_accept_section(runs)),
     ]
     body = "".join(f'<h2 id="s{i}">{title}</h2>{content}' for i, (title, content) in enumerate(sections))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
