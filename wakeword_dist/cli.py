@@ -32,14 +32,9 @@ def _cfg(args):
 # ----------------------------------------------------------------------------- stages
 @stage("synth", "Generate the synthetic dataset with espeak-ng, flite and festival (wake phrase, confusables, noise, streams) as shards.")
 def _synth(args):
-    from wakeword_dist.data.synth import synthesize
+    from wakeword_dist.stages.pipeline import synthesize_from_config
 
-    cfg = _cfg(args)
-    out = synthesize(cfg.data.root, wake_phrase=cfg.data.wake_phrase, seed=cfg.data.synth_seed,
-                     size=cfg.data.synth_size, clip_seconds=cfg.data.clip_seconds,
-                     engines=cfg.data.engines, speakers_per_voice=cfg.data.speakers_per_voice or None,
-                     audio_format=cfg.data.audio_format, progress=True)
-    print(json.dumps(out, indent=2, default=str))
+    print(json.dumps(synthesize_from_config(_cfg(args)), indent=2, default=str))
 
 
 @stage("build-shards", "Build shards from audio folders (positive/ negative/ hard_negative/ background/) or the "

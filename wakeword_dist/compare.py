@@ -14,7 +14,7 @@ import numpy as np
 
 from wakeword_dist.atomic import write_json_atomic
 
-DEFAULT_METRICS = ("f1_macro", "frr_at_target", "fa_per_hour", "accuracy")
+DEFAULT_METRICS = ("f1_macro", "frr_at_target", "fa_per_hour", "hard_negative_far", "accuracy")
 
 # two-sided 95 % Student-t quantiles t_{0.975, dof}, used when scipy is missing
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -54,7 +54,7 @@ def _baseline_name(jobs: Sequence[str], baseline_job: str | None) -> str:
     return matches[0]
 
 
-def aggregate(reports: Mapping[str, Mapping], metrics: Sequence[str] = DEFAULT_METRICS, *,
+def aggregate(reports: Mapping[str, Mapping], metrics: Sequence[str] | None = None, *,
               baseline_job: str | None = None) -> dict:
     """Seed statistics per job and paired differences against the baseline job.
 
@@ -68,6 +68,9 @@ def aggregate(reports: Mapping[str, Mapping], metrics: Sequence[str] = DEFAULT_M
     """
     jobs = list(reports)
     base = _baseline_name(jobs, baseline_job)
+    if metrics is None:  # the defaults every report has (reports of older runs lack hard_negative_far)
+        metrics = [m for m in DEFAULT_METRICS
+                   if all(m in r for by_seed in reports.values() for r in by_seed.values())]
     out: dict = {"metrics": list(metrics), "baseline": base, "seeds": {}, "jobs": {}, "paired": {}}
     for job, by_seed in reports.items():
         seeds = sorted(by_seed, key=str)

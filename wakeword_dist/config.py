@@ -65,6 +65,10 @@ class DataConfig:
     speakers_per_voice: int = _help(
         "`synth`: derived (perturbed) speakers per engine voice, #0 unperturbed; "
         "0 = the preset's (tiny 2; demo 3 espeak-ng / 8 flite / 12 festival).", 0, range=NON_NEGATIVE)
+    stream_near_miss_rate: float = _help(
+        "`synth`: share of stream utterances that are curated near misses of the phrase; 0 = everyday speech "
+        "only (FA/h as benchmarks measure it; near misses are judged on the test clips, hard_negative_far).",
+        0.0, range=FRACTION)
     synth_seed: int = _help("Seed of the synthetic generator.", 0)
     wake_phrase: str = _help("Wake phrase spoken by the synthetic generator.", "hey nova")
     audio_format: str = _help(

@@ -44,6 +44,13 @@ def test_same_seed_same_content_hash_for_every_engine(tiny_shards, tmp_path):
         assert set(mine) == set(ENGINE_NAMES) and mine == theirs
     other = synthesize(tmp_path / "seed1", size="tiny", seed=1, progress=False)
     assert other["splits"]["train"]["content_hash"] != again["splits"]["train"]["content_hash"]
+    # streams draw apart: near misses put back into them leave every clip as it was
+    harsh = synthesize(tmp_path / "harsh", size="tiny", seed=0, stream_near_miss_rate=0.5, progress=False)
+    for split in CLIP_SPLITS:
+        assert harsh["splits"][split]["content_hash"] == again["splits"][split]["content_hash"], split
+    assert harsh["splits"]["stream"]["content_hash"] != again["splits"]["stream"]["content_hash"]
+    kinds = [seg[2] for s in iter_split(tmp_path / "harsh" / "stream") for seg in s["meta"]["segments"]]
+    assert 0.3 < kinds.count("confusable") / len(kinds) < 0.7
 
 
 @needs_engines
@@ -204,6 +211,7 @@ def test_stream_segments_say_when_each_utterance_was_spoken(tiny_shards):
     for s in iter_split(tiny_shards / "stream"):
         audio, segments = s["audio"], s["meta"]["segments"]
         assert [seg[3] for seg in segments] == s["meta"]["text"].split(" | ")
+        assert {seg[2] for seg in segments} == {"speech"}  # everyday speech: no near misses by default
         starts, ends = np.array([seg[0] for seg in segments]), np.array([seg[1] for seg in segments])
         assert np.all(starts < ends) and np.all(ends[:-1] <= starts[1:]) and ends[-1] <= audio.size / 16000
         inside = np.zeros(audio.size, bool)

@@ -76,12 +76,14 @@ FLOOR_DBFS = (-70.0, -40.0)  # noise floor RMS
 FLOOR_COLOURS = ("white", "pink", "brown")
 WINDOW_PAD = 1024  # input samples perturbed beyond a clip's crop on each side (2 STFT windows)
 STREAM_GAP_S = (0.3, 2.5)  # pause between utterances in a stream, s
-# Share of stream utterances that are curated near misses ("say nova", "hey novak"): one every
-# ~50 s, ~70 an hour, far more than everyday speech holds (FA/h benchmarks use plain speech) but
-# enough that each val/test half hears ~40. At 0.25 (before) a quarter of everything said was a
-# near miss, many of them the phrase with its onset consonant changed ("pay nova", "a nova"),
-# which a sliding 1-s window that cuts that consonant off cannot tell from the phrase.
-STREAM_NEAR_MISS_RATE = 0.05
+# Share of stream utterances that are curated near misses ("say nova", "hey novak"). FA/h is
+# measured on everyday speech, as wake-word benchmarks do; near misses are judged apart, on the
+# test split's hard-negative clips at the same θ (report.json ``hard_negative_far``). Mixed into
+# the streams they decided FA/h alone: at 0.25 (a quarter of everything said) and still at 0.05,
+# every top false accept was one ("pay nova", "say nova"), many of them the phrase with its onset
+# changed, which a sliding 1-s window that cuts the onset off cannot tell from the phrase
+# (docs/results.md). ``synthesize(stream_near_miss_rate=...)`` puts them back for a harsher test.
+STREAM_NEAR_MISS_RATE = 0.0
 STREAM_S_PER_UTTERANCE = 2.5  # stream s per planned utterance (~1 s of speech + ~1.4 s of pause; measured)
 
 
@@ -118,7 +120,7 @@ def synthesize(out_root: str | os.PathLike, *, wake_phrase: str = "hey nova", se
                stream_count: int | None = None, stream_seconds: float | None = None,
                samples_per_shard: int | None = None, audio_format: str = DEFAULT_AUDIO_FORMAT,
                sample_rate: int = 16000, workers: int | None = None,
-               progress: bool = True) -> dict:
+               stream_near_miss_rate: float = STREAM_NEAR_MISS_RATE, progress: bool = True) -> dict:
     """Synthesize train/val/test/stream/background shards under ``out_root``.
 
     Args:
@@ -128,6 +130,7 @@ def synthesize(out_root: str | os.PathLike, *, wake_phrase: str = "hey nova", se
         speakers_per_voice: derived speakers per engine voice, all engines (default: the preset's).
         clip_seconds: length of every train/val/test/background clip, s.
         stream_seconds: length of each stream sample, s (>= 30).
+        stream_near_miss_rate: share of stream utterances that are curated near misses.
         audio_format: ``"wav"`` (default), ``"flac"`` or ``"npy"``.
         workers: parallel synthesis threads (default: CPU count + 1).
 
@@ -170,17 +173,19 @@ def synthesize(out_root: str | os.PathLike, *, wake_phrase: str = "hey nova", se
             raise ValueError(f"no voices left for the {split} split")
     plans = {s: _plan_clips(rng, cfg[f"{s}_clips"], speakers[s], wake_phrase)
              for s in ("train", "val", "test")}
-    stream_plans = _plan_streams(rng, cfg["stream_count"], cfg["stream_seconds"], speakers, engines,
-                                 wake_phrase)
+    stream_rng = np.random.default_rng([seed, 5])  # streams draw apart: changing them leaves every clip as it was
+    stream_plans = _plan_streams(stream_rng, cfg["stream_count"], cfg["stream_seconds"], speakers, engines,
+                                 wake_phrase, stream_near_miss_rate)
     train_speakers = [spk for e in engines for spk in speakers["train"][e]]
     babble_pool = [_Item("babble", texts.random_sentence(rng, wake_phrase), 0, False,
                          speaker=train_speakers[i % len(train_speakers)], in_clip=False)
                    for i in range(min(48, max(8, cfg["background_clips"] // 2)))]
-    every_item = [it for s in plans.values() for it in s] + \
-                 [it for _, p in stream_plans for it in p] + babble_pool
-    for it in every_item:
-        it.perturb = jitter(rng, it.speaker.perturb)
-    jobs = _make_jobs(rng, every_item)
+    clip_items = [it for s in plans.values() for it in s] + babble_pool
+    stream_items = [it for _, p in stream_plans for it in p]
+    for items, item_rng in ((clip_items, rng), (stream_items, stream_rng)):
+        for it in items:
+            it.perturb = jitter(item_rng, it.speaker.perturb)
+    jobs = _make_jobs(rng, clip_items) + _make_jobs(stream_rng, stream_items)
 
     for split_no, split in enumerate(("train", "val", "test")):
         for i, it in enumerate(plans[split]):
@@ -302,7 +307,7 @@ def _plan_clips(rng: np.random.Generator, n: int, speakers: dict[str, list[Speak
 
 def _plan_streams(rng: np.random.Generator, count: int, seconds: float,
                   speakers: dict[str, dict[str, list[Speaker]]], engines: list[str],
-                  phrase: str) -> list[tuple[str, list[_Item]]]:
+                  phrase: str, near_miss_rate: float) -> list[tuple[str, list[_Item]]]:
     """``[(half, utterances)]`` per stream in key order: the first ``count // 2`` from val
     speakers, the rest from test speakers; in each half engine = position mod #engines."""
     out = []
@@ -311,19 +316,19 @@ def _plan_streams(rng: np.random.Generator, count: int, seconds: float,
         j = i if half == "val" else i - count // 2
         usable = [e for e in engines if speakers[half][e]]
         e = usable[j % len(usable)]
-        out.append((half, _plan_stream(rng, seconds, speakers[half][e], phrase)))
+        out.append((half, _plan_stream(rng, seconds, speakers[half][e], phrase, near_miss_rate)))
     return out
 
 
 def _plan_stream(rng: np.random.Generator, seconds: float, speakers: list[Speaker],
-                 phrase: str) -> list[_Item]:
+                 phrase: str, near_miss_rate: float) -> list[_Item]:
     """Utterances for one stream: generic speech and confusables, never the full phrase, also
     not across utterance boundaries (partials like "hey" + "nova..." are left out)."""
     confusables = texts.confusable_phrases(phrase)
     n = int(np.ceil(seconds / STREAM_S_PER_UTTERANCE)) + 2  # assembly cycles if short
     items, prev = [], ""
     while len(items) < n:
-        if rng.random() < STREAM_NEAR_MISS_RATE:
+        if rng.random() < near_miss_rate:
             text, kind, hard = confusables[rng.integers(len(confusables))], "confusable", True
         else:
             text, kind, hard = texts.random_sentence(rng, phrase), "speech", False

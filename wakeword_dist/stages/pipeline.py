@@ -22,6 +22,16 @@ def _timed(name: str, timings: dict):
         print(f"=== {name}: {timings[name]} s ===", flush=True)
 
 
+def synthesize_from_config(cfg: Config) -> dict:
+    """`synth` with the config's data settings into ``data.root``; returns synth's report."""
+    from wakeword_dist.data.synth import synthesize
+
+    d = cfg.data
+    return synthesize(d.root, wake_phrase=d.wake_phrase, seed=d.synth_seed, size=d.synth_size,
+                      clip_seconds=d.clip_seconds, engines=d.engines, speakers_per_voice=d.speakers_per_voice or None,
+                      audio_format=d.audio_format, stream_near_miss_rate=d.stream_near_miss_rate, progress=True)
+
+
 def ensure_teacher(cfg: Config) -> None:
     """Train the from-scratch teacher of ``cfg``'s experiment unless given or already done."""
     from wakeword_dist.stages.compare import with_job
@@ -47,12 +57,7 @@ def pipeline(cfg: Config) -> dict:
         if (data_root / "train" / "index.json").exists():
             print(f"shards exist in {data_root}; skipped")
         else:
-            from wakeword_dist.data.synth import synthesize
-
-            synthesize(data_root, wake_phrase=cfg.data.wake_phrase, seed=cfg.data.synth_seed,
-                       size=cfg.data.synth_size, clip_seconds=cfg.data.clip_seconds,
-                       engines=cfg.data.engines, speakers_per_voice=cfg.data.speakers_per_voice or None,
-                       audio_format=cfg.data.audio_format, progress=True)
+            synthesize_from_config(cfg)
             from wakeword_dist.data.inspect_shards import inspect_shards, print_inspection
 
             inspection = inspect_shards(data_root)  # every member decodes, counts match the index

@@ -24,7 +24,7 @@ from wakeword_dist.data import reader
 from wakeword_dist.eval.report import build_report, dedup_by_key, score_clips, score_streams
 
 SUMMARY_KEYS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "frr_at_target", "fa_per_hour",
-                "threshold", "clip_auc", "clip_eer", "det_eer", "n_clips", "stream_hours")
+                "hard_negative_far", "threshold", "clip_auc", "clip_eer", "det_eer", "n_clips", "stream_hours")
 
 
 PER_ENGINE_KEYS = ("clip_auc", "frr_at_target", "fa_per_hour", "stream_hours", "accuracy", "f1_macro", "n_clips")
@@ -99,15 +99,32 @@ def validate(acc, model, data, cfg: Config, *, split: str = "val", job: str = "d
     keys, probs, labels, s_scores, s_dur, s_keys = scored
     report = _report(cfg, data, probs, labels, s_scores, s_dur, s_keys, threshold)
     report["n_unique_keys"] = len(keys)
+    split_dir = {"val": data.val_dir, "test": data.test_dir}[split]
+    report.update(hard_negative_accepts(keys, probs, labels, reader.split_json_field(split_dir, "kind"),
+                                        reader.split_json_field(split_dir, "hard_negative", False),
+                                        data.positive_index, report["threshold"]))
     if s_keys:
         report["false_accepts"] = false_accepts_heard(report, reader.split_json_field(data.stream_dir, "segments"),
                                                       cfg.eval.window_s)
     if per_engine:
-        split_dir = {"val": data.val_dir, "test": data.test_dir}[split]
         report["per_engine"] = _per_engine(cfg, data, split_dir, report["threshold"], keys, probs, labels,
                                            s_scores, s_dur, s_keys)
     summary = {k: float(report[k]) for k in SUMMARY_KEYS if k in report and report[k] is not None}
     return {"report": report, "summary": summary}
+
+
+def hard_negative_accepts(keys, probs, labels, kind_of: dict, hard_of: dict, positive_index: int,
+                          threshold: float) -> dict:
+    """Near misses judged at θ: the share of hard-negative clips (curated confusables, the phrase
+    cut short, fragments around it) the detector accepts, ``hard_negative_far``, and the same per
+    clip ``kind``. NaN / {} where the split marks no hard negatives. Rank 0 only."""
+    hard = np.array([bool(hard_of.get(k)) for k in keys]) & (np.asarray(labels) != positive_index) \
+        & (np.asarray(labels) >= 0)
+    accepted = np.asarray(probs)[:, positive_index] >= threshold if len(keys) else np.zeros(0, bool)
+    kinds = np.array([str(kind_of.get(k)) for k in keys])
+    by_kind = {str(k): float(accepted[hard & (kinds == k)].mean()) for k in sorted(set(kinds[hard]))}
+    return {"hard_negative_far": float(accepted[hard].mean()) if hard.any() else float("nan"),
+            "hard_negative_far_by_kind": by_kind, "n_hard_negative_clips": int(hard.sum())}
 
 
 def false_accepts_heard(report: dict, segments_of: dict, window_s: float, most: int = 50) -> dict:
