@@ -280,6 +280,15 @@ def _loeo_table(loeo: Mapping) -> str | None:
     return _table(["held-out engine", "job", *map(_esc, columns)], body)
 
 
+def _report_entries(runs: dict[str, dict[int, Path]], key: str):
+    """``(job, seed, report.json[key])`` for every run whose report.json holds ``key`` as a mapping."""
+    for job, seeds in runs.items():
+        for seed, run_dir in seeds.items():
+            entry = (_read_json(run_dir / "report.json") or {}).get(key)
+            if isinstance(entry, Mapping):
+                yield job, seed, entry
+
+
 def _engine_section(root: Path, runs: dict[str, dict[int, Path]]) -> str:
     parts = []
     loeo = _read_json(root / "loeo.json")
@@ -292,15 +301,11 @@ def _engine_section(root: Path, runs: dict[str, dict[int, Path]]) -> str:
         parts.append("<h3>Leave one engine out (loeo.json)</h3>" + table + note + plot)
     rows: list[list[str]] = []
     columns: list[str] = []
-    for job, seeds in runs.items():
-        for seed, run_dir in seeds.items():
-            per_engine = (_read_json(run_dir / "report.json") or {}).get("per_engine")
-            if not isinstance(per_engine, Mapping):
-                continue
-            for engine, figures in per_engine.items():
-                if isinstance(figures, Mapping):
-                    columns += [k for k, v in figures.items() if k not in columns and not isinstance(v, (Mapping, list))]
-                    rows.append([job, seed, engine, figures])
+    for job, seed, per_engine in _report_entries(runs, "per_engine"):
+        for engine, figures in per_engine.items():
+            if isinstance(figures, Mapping):
+                columns += [k for k, v in figures.items() if k not in columns and not isinstance(v, (Mapping, list))]
+                rows.append([job, seed, engine, figures])
     if rows:
         body = [[_esc(job), str(seed), _esc(engine), *(_num(figures.get(c)) for c in columns)]
                 for job, seed, engine, figures in rows]
@@ -315,16 +320,12 @@ def _false_accept_section(runs: dict[str, dict[int, Path]]) -> str:
     plain speech or noise only, and the first few with what was said."""
     rows, examples = [], []
     kinds: list[str] = []
-    for job, seeds in runs.items():
-        for seed, run_dir in seeds.items():
-            fa = (_read_json(run_dir / "report.json") or {}).get("false_accepts")
-            if not isinstance(fa, Mapping):
-                continue
-            by_kind = fa.get("by_kind", {})
-            kinds += [k for k in by_kind if k not in kinds]
-            rows.append((job, seed, by_kind))
-            examples += [[_esc(job), str(seed), _esc(f.get("stream")), _num(f.get("time_s"), 2), _esc(f.get("kind")),
-                          _esc(" | ".join(f.get("heard", [])))] for f in fa.get("first", [])[:3]]
+    for job, seed, fa in _report_entries(runs, "false_accepts"):
+        by_kind = fa.get("by_kind", {})
+        kinds += [k for k in by_kind if k not in kinds]
+        rows.append((job, seed, by_kind))
+        examples += [[_esc(job), str(seed), _esc(f.get("stream")), _num(f.get("time_s"), 2), _esc(f.get("kind")),
+                      _esc(" | ".join(f.get("heard", [])))] for f in fa.get("first", [])[:3]]
     if not rows:
         return _note("no false_accepts in any report.json (streams without segments, or none scored): omitted.")
     counts = [[_esc(job), str(seed), *(str(by_kind.get(k, 0)) for k in kinds)] for job, seed, by_kind in rows]
