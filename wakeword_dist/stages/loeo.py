@@ -65,7 +65,7 @@ def loeo(cfg: Config) -> dict:
     results = {}
     for i, engine in enumerate(engines, 1):
         sub = held_out_config(cfg, engine)
-        print(f"\n=== leave out {engine} ({i}/{len(engines)}): runs/{sub.run.experiment} ===", flush=True)
+        print(f"\n=== leave out {engine} ({i}/{len(engines)}): {Path(sub.run.runs_dir) / sub.run.experiment} ===", flush=True)
         ensure_teacher(sub)
         results[engine] = summarize(run_jobs(sub))
     summary = {"experiment": cfg.run.experiment, "engines": engines,
