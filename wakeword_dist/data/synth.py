@@ -70,8 +70,8 @@ MAX_FIT_TEMPO = 1.6  # up to fit, at most to this tempo; beyond, it is dropped
 PEAK_DBFS = (-18.0, -1.0)  # per-clip speech peak level: light level variation
 # Every clip sits on a noise floor (no clip is digital silence) of the colours and levels the
 # streams have: a detector trained only on faint white floors fired on every second of the
-# streams with a loud pink floor (-41 dB), speech or not (docs/results.md, "Where false accepts
-# came from").
+# streams with a loud pink floor (-41 dB), speech or not (docs/results.md, "Where the false
+# accepts came from").
 FLOOR_DBFS = (-70.0, -40.0)  # noise floor RMS
 FLOOR_COLOURS = ("white", "pink", "brown")
 WINDOW_PAD = 1024  # input samples perturbed beyond a clip's crop on each side (2 STFT windows)
@@ -322,8 +322,8 @@ def _plan_streams(rng: np.random.Generator, count: int, seconds: float,
 
 def _plan_stream(rng: np.random.Generator, seconds: float, speakers: list[Speaker],
                  phrase: str, near_miss_rate: float) -> list[_Item]:
-    """Utterances for one stream: generic speech and confusables, never the full phrase, also
-    not across utterance boundaries (partials like "hey" + "nova..." are left out)."""
+    """Utterances for one stream: everyday speech, with curated near misses at ``near_miss_rate``;
+    never the full phrase, also not across utterance boundaries ("hey" + "nova..." is left out)."""
     confusables = texts.confusable_phrases(phrase)
     n = int(np.ceil(seconds / STREAM_S_PER_UTTERANCE)) + 2  # assembly cycles if short
     items, prev = [], ""
