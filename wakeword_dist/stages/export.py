@@ -35,7 +35,7 @@ def export_run(cfg: Config, run_dir: Path | None = None) -> dict:
     if cfg.export.int8 and result["int8_path"]:
         acc = Accelerator()
         data = data_setup.open_data(cfg, job="baseline")
-        _, theta, fp32 = val_then_test(acc, model, data, cfg)  # = the fp32 ONNX file's, to parity atol
+        _, theta, fp32 = val_then_test(acc, model.to(acc.device), data, cfg)  # = the fp32 ONNX file's, to parity atol
         result["fp32_scored_as"] = "pytorch student (fp32 ONNX parity checked above)"
         int8 = validate(acc, OnnxClassifier(result["int8_path"]), data, cfg, split="test", threshold=theta)
         result["test_fp32"], result["test_int8"] = fp32["summary"], int8["summary"]
