@@ -40,7 +40,8 @@ SPEAKER_WARP = (0.88, 1.14)  # formant frequency factor (~ 1 / vocal-tract lengt
 # +8 semitones, with formants following f0 as they do across real talkers (shorter vocal tract,
 # higher voice: warp ~ 2 ** (0.3 * semitones / 12), ~1.19 for a +10 semitone male -> female step),
 # times an independent spread. Val and test speakers keep the narrower ranges above, so the
-# evaluation does not change with what training is given.
+# evaluation does not change with what training is given. Measured: not enough on its own to
+# reach flite's and festival's held-out talkers (docs/results.md).
 TRAIN_SEMITONES = (-4.0, 8.0)
 TRAIN_WARP_PER_OCTAVE = 0.3  # formant shift that follows f0, in octaves per octave of f0
 TRAIN_WARP_SPREAD = (0.92, 1.09)
