@@ -58,6 +58,10 @@ def test_held_out_engine_never_reaches_training_or_theta(tiny_shards, tmp_path):
         val = validate(acc, student, data, sub, split="val", per_engine=True)["report"]
         assert set(val["per_engine"]) == set(engines) - {engine}
         assert val["activations"] and all(stream_source[k] != engine for k in val["activations"])
+        # the near-miss and false-accept records come from the same clips' and streams' json
+        assert val["n_hard_negative_clips"] > 0 and 0 <= val["hard_negative_far"] <= 1
+        assert set(val["hard_negative_far_by_kind"]) <= {"confusable", "partial", "fragment"}
+        assert sum(val["false_accepts"]["by_kind"].values()) == sum(map(len, val["activations"].values()))
 
 
 @pytest.mark.slow

@@ -426,19 +426,19 @@ def split_keys(split_dir) -> list[str]:
     return [key for url in Split.open(split_dir).urls for key, _ in _read_tar(url)]
 
 
-def split_json_field(split_dir, field: str, default=None) -> dict:
-    """``{key: json[field]}`` of every sample of a split, from its json members only (no audio
-    is decoded); a sample without the field maps to ``default``."""
+def split_json(split_dir) -> dict[str, dict]:
+    """``{key: json}`` of every sample of a split, from its json members only (no audio is
+    decoded); a sample without a json member maps to ``{}``."""
     out = {}
     for url in Split.open(split_dir).urls:
         for key, parts in _read_tar(url):
-            out[key] = json.loads(parts["json"]).get(field, default) if "json" in parts else default
+            out[key] = json.loads(parts["json"]) if "json" in parts else {}
     return out
 
 
 def split_sources(split_dir) -> dict[str, str]:
     """``{key: source}`` of every sample of a split (``""`` where a sample has none)."""
-    return {k: str(v) for k, v in split_json_field(split_dir, "source", "").items()}
+    return {k: str(meta.get("source", "")) for k, meta in split_json(split_dir).items()}
 
 
 def iter_split(split_dir, keys: Collection[str] | None = None, *,

@@ -99,29 +99,30 @@ def validate(acc, model, data, cfg: Config, *, split: str = "val", job: str = "d
     keys, probs, labels, s_scores, s_dur, s_keys = scored
     report = _report(cfg, data, probs, labels, s_scores, s_dur, s_keys, threshold)
     report["n_unique_keys"] = len(keys)
-    split_dir = {"val": data.val_dir, "test": data.test_dir}[split]
-    report.update(hard_negative_accepts(keys, probs, labels, reader.split_json_field(split_dir, "kind"),
-                                        reader.split_json_field(split_dir, "hard_negative", False),
-                                        data.positive_index, report["threshold"]))
+    # each split's json members read once (one pass over its tars) for all that follows
+    clip_meta = reader.split_json({"val": data.val_dir, "test": data.test_dir}[split])
+    stream_meta = reader.split_json(data.stream_dir) if s_keys else {}
+    report.update(hard_negative_accepts(keys, probs, labels, clip_meta, data.positive_index, report["threshold"]))
     if s_keys:
-        report["false_accepts"] = false_accepts_heard(report, reader.split_json_field(data.stream_dir, "segments"),
-                                                      cfg.eval.window_s)
+        report["false_accepts"] = false_accepts_heard(
+            report, {k: m.get("segments") for k, m in stream_meta.items()}, cfg.eval.window_s)
     if per_engine:
-        report["per_engine"] = _per_engine(cfg, data, split_dir, report["threshold"], keys, probs, labels,
-                                           s_scores, s_dur, s_keys)
+        report["per_engine"] = _per_engine(cfg, data, clip_meta, stream_meta, report["threshold"], keys, probs,
+                                           labels, s_scores, s_dur, s_keys)
     summary = {k: float(report[k]) for k in SUMMARY_KEYS if k in report and report[k] is not None}
     return {"report": report, "summary": summary}
 
 
-def hard_negative_accepts(keys, probs, labels, kind_of: dict, hard_of: dict, positive_index: int,
-                          threshold: float) -> dict:
-    """Near misses judged at θ: the share of hard-negative clips (curated confusables, the phrase
-    cut short, fragments around it) the detector accepts, ``hard_negative_far``, and the same per
-    clip ``kind``. NaN / {} where the split marks no hard negatives. Rank 0 only."""
-    hard = np.array([bool(hard_of.get(k)) for k in keys]) & (np.asarray(labels) != positive_index) \
-        & (np.asarray(labels) >= 0)
+def hard_negative_accepts(keys, probs, labels, meta_of: dict, positive_index: int, threshold: float) -> dict:
+    """Near misses judged at θ: the share of hard-negative clips (json ``hard_negative``: curated
+    confusables, the phrase cut short, fragments around it) the detector accepts,
+    ``hard_negative_far``, and the same per clip ``kind``. ``meta_of``: {key: clip json}. NaN / {}
+    where the split marks no hard negatives. Rank 0 only."""
+    meta = [meta_of.get(k, {}) for k in keys]
+    hard = np.array([bool(m.get("hard_negative")) for m in meta], dtype=bool) \
+        & (np.asarray(labels) != positive_index) & (np.asarray(labels) >= 0)
     accepted = np.asarray(probs)[:, positive_index] >= threshold if len(keys) else np.zeros(0, bool)
-    kinds = np.array([str(kind_of.get(k)) for k in keys])
+    kinds = np.array([str(m.get("kind")) for m in meta])
     by_kind = {str(k): float(accepted[hard & (kinds == k)].mean()) for k in sorted(set(kinds[hard]))}
     return {"hard_negative_far": float(accepted[hard].mean()) if hard.any() else float("nan"),
             "hard_negative_far_by_kind": by_kind, "n_hard_negative_clips": int(hard.sum())}
@@ -158,14 +159,13 @@ def _report(cfg: Config, data, probs, labels, s_scores, s_dur, s_keys, threshold
         stream_keys=s_keys)
 
 
-def _per_engine(cfg: Config, data, split_dir, threshold: float, keys, probs, labels, s_scores, s_dur,
-                s_keys) -> dict:
+def _per_engine(cfg: Config, data, clip_meta: dict, stream_meta: dict, threshold: float, keys, probs, labels,
+                s_scores, s_dur, s_keys) -> dict:
     """The split's metrics at ``threshold`` for each source (engine) of its clips: its own clips,
-    and the streams of the same source (FA/h NaN where it has none). Rank 0 only."""
-    clip_source = reader.split_sources(split_dir)
-    stream_source = reader.split_sources(data.stream_dir) if s_keys else {}
-    clip_of = np.array([clip_source.get(k, "") for k in keys])
-    stream_of = [stream_source.get(k, "") for k in s_keys]
+    and the streams of the same source (FA/h NaN where it has none). ``clip_meta`` /
+    ``stream_meta``: {key: json} of the split and of the streams. Rank 0 only."""
+    clip_of = np.array([str(clip_meta.get(k, {}).get("source", "")) for k in keys])
+    stream_of = [str(stream_meta.get(k, {}).get("source", "")) for k in s_keys]
     out = {}
     for source in sorted(set(clip_of)):
         sel = clip_of == source
