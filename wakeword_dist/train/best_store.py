@@ -10,7 +10,6 @@ and the folder is what ``push_to_hub`` uploads. The teacher: a HF folder that
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -19,6 +18,7 @@ from wakeword_dist.atomic import replace_dir, write_json_atomic
 from wakeword_dist.config import Config
 from wakeword_dist.models import hub
 from wakeword_dist.models.registry import Student, build_student
+from wakeword_dist.train.run_logger import file_sha256
 
 LEGACY_META = "model.json"  # best/ before the HF layout: model.safetensors + model.json
 
@@ -60,8 +60,7 @@ def dataset_record(cfg: Config, train_dir) -> str:
     index = Path(train_dir) / "index.json" if isinstance(train_dir, Path) else None
     if index is None or not index.is_file():  # remote data or shard specs: named, not hashed
         return str(cfg.data.root)
-    sha = hashlib.sha256(index.read_bytes()).hexdigest()
-    return f"{cfg.data.root} (train split {train_dir}, index.json sha256 {sha})"
+    return f"{cfg.data.root} (train split {train_dir}, index.json sha256 {file_sha256(index)})"
 
 
 KD_TARGETS = {"online": "the teacher run on each training batch", "cached": "teacher logits cached by `annotate`"}
