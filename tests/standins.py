@@ -1,4 +1,5 @@
-"""Stand-in students for eval and export tests: (B, S) 16 kHz audio → (B, 3) logits, log-mel inside.
+"""Stand-in students for eval and export tests: (B, S) 16 kHz audio → (B, 3) logits, log-mel inside;
+and ``Unwrapped``, an accelerator stand-in for code that only asks it to unwrap a model.
 
 Real students plug in with the same interface. ``ToneStudent`` has hand-set weights: its
 "wake" logit follows the log-energy of a 1 kHz tone relative to the other mel bands, so a
@@ -10,6 +11,14 @@ import torchaudio
 
 SR = 16000
 TONE_HZ = 1000.0
+
+
+class Unwrapped:
+    """Accelerator stand-in for ``best_store.save_best``, which only asks the accelerator to unwrap."""
+
+    @staticmethod
+    def unwrap_model(model):
+        return model
 
 
 class TinyStudent(torch.nn.Module):

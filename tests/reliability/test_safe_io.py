@@ -26,6 +26,7 @@ import torch
 from reliability_helpers import CI_TINY, REPO, run_cli, teacher_variant
 
 from tests.conftest import tiny_overrides
+from tests.standins import Unwrapped
 from wakeword_dist.train import checkpoint as ckpt
 
 # --------------------------------------------------------------------------------------- audit
@@ -318,11 +319,6 @@ def test_a_failed_best_model_write_keeps_weights_and_metadata_together(tmp_path,
     from wakeword_dist.config import load_config
     from wakeword_dist.models import hub
     from wakeword_dist.train import best_store, model_setup
-
-    class Unwrapped:  # save_best only asks the accelerator to unwrap
-        @staticmethod
-        def unwrap_model(model):
-            return model
 
     cfg = load_config(CI_TINY)
     labels = ["negative", "hey_nova"]

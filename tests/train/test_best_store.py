@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from tests.conftest import REPO
+from tests.standins import Unwrapped
 from wakeword_dist.config import load_config
 from wakeword_dist.models import hub
 from wakeword_dist.train import best_store, model_setup
@@ -20,12 +21,6 @@ from wakeword_dist.train import best_store, model_setup
 CI_TINY = REPO / "configs" / "ci_tiny.yaml"
 LABELS = ["negative", "hey_nova"]
 VAL = {"step": 6, "f1_macro": 0.75, "frr_at_target": 0.25, "fa_per_hour": float("nan")}
-
-
-class Unwrapped:  # save_best only asks the accelerator to unwrap
-    @staticmethod
-    def unwrap_model(model):
-        return model
 
 
 def _student(job: str, **overrides):
