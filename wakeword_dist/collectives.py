@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+
 def world_size() -> int:
     """Ranks in the process group; 1 when none is up."""
     if not (dist.is_available() and dist.is_initialized()):

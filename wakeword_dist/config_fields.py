@@ -46,6 +46,7 @@ NON_NEGATIVE = Range(0)             # [0, inf): counts and weights that may be 0
 AT_LEAST_ONE = Range(1)             # [1, inf): counts that may not
 FRACTION = Range(0, 1)              # [0, 1]: probabilities and shares
 
+
 def _help(text: str, default: Any = dataclasses.MISSING, *, choices: tuple = (), range: Range | None = None,
           non_empty: bool = False, **kw):
     """A field with its help text and what loading checks besides its type, kept in the field's

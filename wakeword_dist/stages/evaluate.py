@@ -94,5 +94,5 @@ def evaluate_run(cfg: Config, run_dir: Path | None = None) -> dict | None:
         log_evaluation(cfg, run_dir, report)  # into the training run's W&B summary, + the best student
     print(f"[evaluate] {out_dir}: test F1 {report['f1_macro']:.4f}, FRR {report['frr_at_target']:.4f} "
           f"at {report['fa_per_hour']:.2f} FA/h (θ={threshold:.3f} from val); near misses accepted "
-          f"{report.get('hard_negative_far', float('nan')):.3f}")
+          f"{report['hard_negative_far']:.3f}")
     return report
