@@ -28,7 +28,9 @@ def filterbank_conv_stack(channels: int) -> dict:
     (10 ms) hop, like an STFT window, then a kernel-3 stride-2 conv to 20 ms frames (48 per 1-s clip).
     From scratch on the demo's few thousand clips it reached 0.90 val accuracy in 400 steps where
     HF's stack (first kernel 10 samples, 0.6 ms: no frequency resolution until deep layers) was at
-    0.74 (docs/results.md); its steps were also faster in those runs (one conv at a 10-ms hop instead of 7 at full rate)."""
+    0.74 (docs/results.md); its steps were also faster in those runs (one conv at a 10-ms hop instead of 7 at full rate).
+    `build_teacher_from_scratch` starts a first conv this long as mel-spaced Gabor filters
+    (`models.teacher.init_gabor_filterbank`)."""
     return {"conv_dim": (channels, channels), "conv_kernel": (400, 3), "conv_stride": (160, 2)}
 
 
