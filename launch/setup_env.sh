@@ -12,14 +12,19 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/python -m pip install -q --upgrade pip
 fi
 # The offline TTS engines behind `wakeword-dist synth` (Debian packages): espeak-ng, flite and festival
-# with three voices. One apt call for whatever is missing; a machine that has them all never runs apt.
-TTS_PACKAGES="espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
+# with three English voices and eight Italian/Finnish/Czech ones (engine festival-l2, ~45 MB).
+# One apt call for whatever is missing; a machine that has them all never runs apt.
+TTS_PACKAGES="espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
+festvox-italp16k festvox-itapc16k festvox-suopuhe-lj festvox-suopuhe-mv festvox-czech-dita \
+festvox-czech-machac festvox-czech-ph festvox-czech-krb"
 tts_missing() {
   command -v espeak-ng >/dev/null 2>&1 || return 0
   command -v flite >/dev/null 2>&1 || return 0
   command -v festival >/dev/null 2>&1 || return 0
   local v
-  for v in english/kal_diphone english/ked_diphone us/cmu_us_slt_arctic_hts; do
+  for v in english/kal_diphone english/ked_diphone us/cmu_us_slt_arctic_hts italian/lp_diphone \
+      italian/pc_diphone finnish/suo_fi_lj_diphone finnish/hy_fi_mv_diphone czech/czech_dita \
+      czech/czech_machac czech/czech_ph czech/czech_krb; do
     [ -d "/usr/share/festival/voices/$v" ] || return 0
   done
   return 1

@@ -20,7 +20,7 @@ from wakeword_dist.atomic import write_bytes_atomic  # temp file removed if anyt
 from wakeword_dist.config_fields import (AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, ConfigError, Range,
                                          _check_metadata, _coerce, _field_types, _help)
 
-SYNTH_ENGINES = ("espeak-ng", "flite", "festival")  # data.engines (= wakeword_dist.data.tts.ENGINE_NAMES)
+SYNTH_ENGINES = ("espeak-ng", "flite", "festival", "festival-l2")  # data.engines (= wakeword_dist.data.tts.ENGINE_NAMES)
 TEACHER_REWRITES = ("fuse_feature_norm", "channels_last_encoder", "dense_pos_conv")  # teacher.fast_forward
 
 
@@ -61,7 +61,8 @@ class DataConfig:
         "Preset for `synth`: tiny (tests), demo (the README's job) or full.", "demo", choices=("tiny", "demo", "full"))
     engines: list[str] = _help(
         "TTS engines `synth` mixes (equal shares of every split and of the streams): "
-        "espeak-ng, flite, festival.", ["espeak-ng", "flite", "festival"], choices=SYNTH_ENGINES, non_empty=True)
+        "espeak-ng, flite, festival, festival-l2 (festival's Italian, Finnish and Czech voices reading English).",
+        ["espeak-ng", "flite", "festival", "festival-l2"], choices=SYNTH_ENGINES, non_empty=True)
     speakers_per_voice: int = _help(
         "`synth`: derived (perturbed) speakers per engine voice, #0 unperturbed; "
         "0 = the preset's (tiny 2; demo 3 espeak-ng / 8 flite / 12 festival).", 0, range=NON_NEGATIVE)

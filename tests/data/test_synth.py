@@ -138,7 +138,7 @@ def test_tiny_dataset_contents(tiny_shards):
     assert len(kinds["positive"]) == round(0.3 * 160)  # none dropped: long ones are sped up to fit
 
     streams = list(iter_split(root / "stream"))
-    assert len(streams) == 6 and all(s["audio"].size >= 30 * 16000 for s in streams)
+    assert len(streams) == 8 and all(s["audio"].size >= 30 * 16000 for s in streams)
     assert all(s["meta"]["label"] == 0 and not any(contains_phrase(f"{a} {b}", "hey nova") for a, b in
                                                    zip(*[s["meta"]["text"].split(" | ")[i:] for i in (0, 1)]))
                for s in streams)  # not in an utterance, not across two
@@ -165,8 +165,8 @@ def test_engine_subset_and_speakers_per_voice(tmp_path):
     assert all(r["splits"][s]["engines"] == {"flite": n} for s, n in (("train", 30), ("val", 9), ("test", 9)))
     speakers = {x["meta"]["speaker"] for x in iter_split(tmp_path / "train")}
     assert {s.rsplit("#", 1)[1] for s in speakers} == {"0", "1", "2"}
-    with pytest.raises(ValueError, match="stream_count must be >= 6"):
-        synthesize(tmp_path / "x", size="tiny", stream_count=4, progress=False)
+    with pytest.raises(ValueError, match="stream_count must be >= 8"):
+        synthesize(tmp_path / "x", size="tiny", stream_count=6, progress=False)
 
 
 def test_engine_mix_is_set_in_config():

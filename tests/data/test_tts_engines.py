@@ -15,7 +15,9 @@ VOICES = [("espeak-ng", "en-us+f3", 22050), ("espeak-ng", "en-gb-scotland+m2", 2
           ("flite", "kal", 8000), ("flite", "kal16", 16000), ("flite", "slt", 16000),
           ("flite", "awb", 16000), ("flite", "rms", 16000),
           ("festival", "kal_diphone", 16000), ("festival", "ked_diphone", 16000),
-          ("festival", "cmu_us_slt_arctic_hts", 32000)]
+          ("festival", "cmu_us_slt_arctic_hts", 32000),
+          ("festival-l2", "lp_diphone", 16000), ("festival-l2", "suo_fi_lj_diphone", 22050),
+          ("festival-l2", "czech_krb", 32000)]
 
 
 def _needs(engine):
@@ -54,7 +56,8 @@ def test_flite_batch_cuts_equal_speaking_each_text_alone(voice):
     pytest.param("espeak-ng", "en-us+m3", marks=_needs("espeak-ng")),
     pytest.param("flite", "slt", marks=_needs("flite")),
     pytest.param("festival", "kal_diphone", marks=_needs("festival")),
-    pytest.param("festival", "cmu_us_slt_arctic_hts", marks=_needs("festival"))])
+    pytest.param("festival", "cmu_us_slt_arctic_hts", marks=_needs("festival")),
+    pytest.param("festival-l2", "czech_dita", marks=_needs("festival"))])
 def test_engine_rate_is_honoured(engine, voice):
     e = get_engine(engine)
     slow, _ = e.speak_batch(["the weather is nice today"], voice, Prosody(rate=0.8))
@@ -67,6 +70,16 @@ def test_festival_hts_ignores_pitch_and_says_so():
     e = get_engine("festival")
     assert e.applied("cmu_us_slt_arctic_hts", Prosody(1.2, 1.3)) == Prosody(1.2, 1.0)
     assert e.applied("kal_diphone", Prosody(1.2, 1.3)) == Prosody(1.2, 1.3)
+    assert get_engine("festival-l2").applied("lp_diphone", Prosody(1.2, 1.3)) == Prosody(1.2, 1.0)
+
+
+@_needs("festival")
+def test_festival_l2_voices_are_talkers_of_their_own():
+    """Eight non-English talkers, none sharing a split group with each other or the English voices."""
+    l2, en = get_engine("festival-l2"), get_engine("festival")
+    groups = {l2.split_group(v) for v in l2.voices()}
+    assert len(groups) == len(l2.voices()) == 8
+    assert not groups & {en.split_group(v) for v in en.voices()}
 
 
 @pytest.mark.parametrize("engine", ENGINE_NAMES)
@@ -74,8 +87,8 @@ def test_missing_binary_names_the_apt_package(engine, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     e = get_engine(engine)
     with pytest.raises(EngineMissing) as err:
-        e.speak_batch(["hey"], e.voices()[0] if engine == "espeak-ng" else "kal_diphone"
-                      if engine == "festival" else "kal")
+        e.speak_batch(["hey"], {"espeak-ng": "en-us", "festival": "kal_diphone",
+                                "festival-l2": "lp_diphone"}.get(engine, "kal"))
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith(f"{e.binary} not found on PATH: install it (apt-get install ")
     assert all(p in msg for p in e.apt_packages)

@@ -47,23 +47,23 @@ DEFAULT_AUDIO_FORMAT = "wav"  # fastest to decode; see shards/README.md for the 
 # (espeak-ng has 320); speakers_per_voice = derived speakers per engine voice (#0 unperturbed).
 PRESETS = {
     "tiny": dict(train_clips=160, val_clips=40, test_clips=40, background_clips=24,
-                 stream_count=6, stream_seconds=30.0, samples_per_shard=64, rir_count=16,
-                 max_voices={"espeak-ng": 6, "flite": 3, "festival": 3},
-                 speakers_per_voice={"espeak-ng": 2, "flite": 2, "festival": 2}),
+                 stream_count=8, stream_seconds=30.0, samples_per_shard=64, rir_count=16,
+                 max_voices={"espeak-ng": 6, "flite": 3, "festival": 3, "festival-l2": 3},
+                 speakers_per_voice={"espeak-ng": 2, "flite": 2, "festival": 2, "festival-l2": 2}),
     "demo": dict(train_clips=6000, val_clips=800, test_clips=800, background_clips=270,
                  stream_count=66, stream_seconds=60.0, samples_per_shard=250, rir_count=200,
                  max_voices={"espeak-ng": 48},
-                 speakers_per_voice={"espeak-ng": 3, "flite": 8, "festival": 12}),
+                 speakers_per_voice={"espeak-ng": 3, "flite": 8, "festival": 12, "festival-l2": 4}),
     "full": dict(train_clips=17000, val_clips=2000, test_clips=2000, background_clips=540,
                  stream_count=138, stream_seconds=60.0, samples_per_shard=500, rir_count=400,
                  max_voices={"espeak-ng": 96},
-                 speakers_per_voice={"espeak-ng": 4, "flite": 16, "festival": 24}),
+                 speakers_per_voice={"espeak-ng": 4, "flite": 16, "festival": 24, "festival-l2": 8}),
 }
 MIX = {"positive": 0.30, "hard": 0.35}  # rest generic negative; of hard negatives:
 HARD_MIX = {"confusable": 0.5, "partial": 0.2, "fragment": 0.3}
 PROSODY_RATE = (0.9, 1.25)  # engine speaking-rate factor per batch (espeak: 158-219 wpm)
 PROSODY_PITCH = (0.8, 1.25)  # engine mean-f0 factor per batch (where the voice honours it)
-BATCH_TEXTS = {"espeak-ng": 24, "flite": 24, "festival": 128}  # texts per engine process
+BATCH_TEXTS = {"espeak-ng": 24, "flite": 24, "festival": 128, "festival-l2": 128}  # texts per engine process
 # (festival: ~0.2 s CPU of start-up per process against 6-37 ms per utterance)
 POSITIVE_MAX_S = 0.95  # a positive longer than this (x clip_seconds) after perturbation is sped
 MAX_FIT_TEMPO = 1.6  # up to fit, at most to this tempo; beyond, it is dropped
@@ -108,7 +108,7 @@ class _Item:
 
 
 def make_tiny_dataset(out_root: str | os.PathLike, seed: int = 0) -> dict:
-    """Build the tiny test dataset (240 clips, 6 x 30-s streams, all engines) in a few seconds."""
+    """Build the tiny test dataset (240 clips, 8 x 30-s streams, all engines) in a few seconds."""
     return synthesize(out_root, size="tiny", seed=seed, progress=False)
 
 

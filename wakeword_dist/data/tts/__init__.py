@@ -13,14 +13,15 @@ from __future__ import annotations
 from wakeword_dist.data.tts.base import Engine, EngineMissing, Prosody
 from wakeword_dist.data.tts.espeak import Espeak
 from wakeword_dist.data.tts.festival import Festival
+from wakeword_dist.data.tts.festival_l2 import FestivalL2
 from wakeword_dist.data.tts.flite import Flite
 
-_ENGINES = {e.name: e for e in (Espeak(), Flite(), Festival())}
+_ENGINES = {e.name: e for e in (Espeak(), Flite(), Festival(), FestivalL2())}
 ENGINE_NAMES = tuple(_ENGINES)
 
 
 def get_engine(name: str) -> Engine:
-    """The engine called ``name`` (``espeak-ng``, ``flite`` or ``festival``)."""
+    """The engine called ``name`` (``espeak-ng``, ``flite``, ``festival`` or ``festival-l2``)."""
     if name not in _ENGINES:
         raise ValueError(f"unknown TTS engine {name!r}: choose from {', '.join(ENGINE_NAMES)}")
     return _ENGINES[name]

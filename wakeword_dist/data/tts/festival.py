@@ -20,7 +20,6 @@ import numpy as np
 from wakeword_dist.data.tts.base import Engine, EngineMissing, Prosody, read_wav, trim
 
 HTS = "cmu_us_slt_arctic_hts"
-VOICES = ("kal_diphone", "ked_diphone", HTS)
 PACKAGE = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
            HTS: "festvox-us-slt-hts"}
 # (Duration_Stretch, target f0 mean Hz, target f0 std Hz) each voice sets for itself.
@@ -36,6 +35,8 @@ def _scheme_string(text: str) -> str:
 class Festival(Engine):
     name = "festival"
     binary = "festival"
+    voice_packages = PACKAGE  # voice -> its apt package, in the engine's voice order
+    talkers = TALKER  # voice -> split group
     apt_packages = ("festival", *PACKAGE.values())
 
     @lru_cache(maxsize=1)
@@ -52,29 +53,31 @@ class Festival(Engine):
 
     def voices(self) -> list[str]:
         have = self.installed_voices()
-        for v in VOICES:
+        for v, package in self.voice_packages.items():
             if v not in have:
                 raise EngineMissing(f"festival voice {v} not installed: install it "
-                                    f"(apt-get install {PACKAGE[v]})")
-        return list(VOICES)
+                                    f"(apt-get install {package})")
+        return list(self.voice_packages)
 
     def split_group(self, voice: str) -> str:
-        return TALKER[voice]
+        return self.talkers[voice]
 
     def applied(self, voice: str, prosody: Prosody) -> Prosody:
         return Prosody(prosody.rate, 1.0) if voice == HTS else prosody
 
+    def prosody_lines(self, voice: str, prosody: Prosody) -> list[str]:
+        """Scheme that sets the selected voice's speaking rate (and f0 target where it has one)."""
+        if voice == HTS:  # hts_engine's speed factor; Duration_Stretch does not reach HTS
+            return [f"(set! hts_engine_params (append {HTS}::hts_engine_params "
+                    f"(list '(\"-r\" {prosody.rate:.4f}))))"]
+        stretch, f0_mean, f0_std = DIPHONE_DEFAULTS[voice]
+        return [f"(Parameter.set 'Duration_Stretch {stretch / prosody.rate:.4f})",
+                f"(set! int_lr_params '((target_f0_mean {f0_mean * prosody.pitch:.2f}) "
+                f"(target_f0_std {f0_std}) (model_f0_mean 170) (model_f0_std 34)))"]
+
     def script(self, texts: list[str], voice: str, prosody: Prosody, out_dir: str) -> str:
         """The Scheme program: select the voice, set its prosody, synthesise text i to i.wav."""
-        lines = [f"(voice_{voice})"]
-        if voice == HTS:  # hts_engine's speed factor; Duration_Stretch does not reach HTS
-            lines.append(f"(set! hts_engine_params (append {HTS}::hts_engine_params "
-                         f"(list '(\"-r\" {prosody.rate:.4f}))))")
-        else:
-            stretch, f0_mean, f0_std = DIPHONE_DEFAULTS[voice]
-            lines.append(f"(Parameter.set 'Duration_Stretch {stretch / prosody.rate:.4f})")
-            lines.append(f"(set! int_lr_params '((target_f0_mean {f0_mean * prosody.pitch:.2f}) "
-                         f"(target_f0_std {f0_std}) (model_f0_mean 170) (model_f0_std 34)))")
+        lines = [f"(voice_{voice})", *self.prosody_lines(voice, prosody)]
         # top-level set! per text: inside a (let ...) the HTS voice re-saves the first utterance
         lines += [f"(set! ww_utt (Utterance Text {_scheme_string(t)})) (utt.synth ww_utt) "
                   f"(utt.save.wave ww_utt \"{out_dir}/{i:05d}.wav\" 'riff)" for i, t in enumerate(texts)]
@@ -85,7 +88,7 @@ class Festival(Engine):
         """Speak each text with one voice in one festival process -> ``(clips, sample_rate)``:
         trimmed float32 ``(N_i,)`` at the voice's rate (16,000 Hz diphone, 32,000 Hz HTS)."""
         if voice not in self.voices():
-            raise ValueError(f"festival voice {voice!r} is not one of {VOICES}")
+            raise ValueError(f"{self.name} voice {voice!r} is not one of {tuple(self.voice_packages)}")
         with tempfile.TemporaryDirectory(prefix="festival-") as tmp:
             script = Path(tmp) / "batch.scm"
             script.write_text(self.script(texts, voice, prosody, tmp))
@@ -95,8 +98,8 @@ class Festival(Engine):
             for i, t in enumerate(texts):
                 wav = Path(tmp) / f"{i:05d}.wav"
                 if not wav.exists():
-                    raise RuntimeError(f"festival ({voice}) wrote no audio for {t!r}: "
+                    raise RuntimeError(f"{self.name} ({voice}) wrote no audio for {t!r}: "
                                        f"{(proc.stderr or proc.stdout).strip()[-200:]}")
-                audio, sr = read_wav(wav.read_bytes(), f"festival {voice} {t!r}")
+                audio, sr = read_wav(wav.read_bytes(), f"{self.name} {voice} {t!r}")
                 out.append(trim(audio, sr))
         return out, sr
