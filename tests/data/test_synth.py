@@ -130,7 +130,7 @@ def test_tiny_dataset_contents(tiny_shards):
     for s in iter_split(root / "train"):
         assert s["audio"].shape == (16000,) and np.abs(s["audio"]).max() <= 1.0
         kinds.setdefault(s["meta"]["kind"], []).append(s["meta"])
-    assert {"positive", "confusable", "partial", "fragment", "speech"} <= set(kinds)
+    assert {"positive", "confusable", "partial", "fragment", "speech", "silence"} <= set(kinds)
     assert all(m["label"] == 1 and not m["hard_negative"] for m in kinds["positive"])
     assert all(m["label"] == 0 and m["hard_negative"] for m in kinds["confusable"])
     assert not any(contains_phrase(m["text"], "hey nova") for k, ms in kinds.items() if k != "positive"
@@ -146,6 +146,23 @@ def test_tiny_dataset_contents(tiny_shards):
     assert len(list(wds.WebDataset(urls, shardshuffle=False))) == 160  # plain WebDataset reads them
     kinds = {s["meta"]["kind"] for s in iter_split(root / "background")}
     assert kinds == {f"noise:{k}" for k in noise.NOISE_KINDS}
+
+
+@needs_engines
+def test_silence_clips_are_negatives_of_every_engine_with_no_speech_in_them(tiny_shards):
+    """Between utterances a stream's windows hear only the room: every split holds such clips,
+    negatives of each engine's speakers, as quiet as a noise floor (speech peaks at -18 to -1 dBFS)."""
+    for split in CLIP_SPLITS:
+        silent = [s for s in iter_split(tiny_shards / split) if s["meta"]["kind"] == "silence"]
+        n = read_index(tiny_shards / split)["num_samples"]
+        assert len(silent) == round(0.08 * n), split
+        if split == "train":  # 13 of them; val and test hold 3 each
+            assert {s["meta"]["engine"] for s in silent} == set(ENGINE_NAMES)
+        assert all(s["meta"]["label"] == 0 and not s["meta"]["hard_negative"] for s in silent)
+        assert all(s["meta"]["perturb"] == {"tempo": 1.0, "pitch_semitones": 0.0, "warp": 1.0} for s in silent)
+        rms_dbfs = [20 * np.log10(np.sqrt(np.mean(s["audio"].astype(np.float64) ** 2))) for s in silent]
+        assert max(rms_dbfs) < -30 and min(rms_dbfs) > -75, (min(rms_dbfs), max(rms_dbfs))
+        assert any("+" in s["meta"]["text"] for s in silent) or len(silent) < 4  # some hear a hum, a fan, ...
 
 
 def test_missing_engine_is_a_one_line_error_naming_the_package(tmp_path, monkeypatch):

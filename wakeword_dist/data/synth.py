@@ -4,13 +4,14 @@ Splits written under ``out_root`` (see shards/README.md)::
 
     train/ val/ test/   1-s clips: positives (the wake phrase), hard negatives (confusable
                         phrases, the phrase cut short, a window of a sentence around the phrase
-                        that lacks the full phrase), generic negative speech
+                        that lacks the full phrase), generic negative speech, silence (the
+                        room's noise only)
     stream/             >= 30-s continuous negative audio (speech + noise floor) for FA/h; each
                         stream is spoken by ONE engine; the first half (by key) by val speakers,
                         the second half by test speakers, engines interleaved in key order
     background/         noise bank for augmentation (every kind of ``noise.NOISE_KINDS``)
 
-Speech comes from the engines in ``engines`` (espeak-ng, flite, festival; ``data/tts``), each voice
+Speech comes from the engines in ``engines`` (espeak-ng, flite, festival, festival-l2; ``data/tts``), each voice
 perturbed (tempo, pitch, formant warp; ``data/perturb``) into ``speakers_per_voice`` derived
 speakers; voices sharing a timbre or talker share one split (``tts/speakers``). Engines share
 each split's clips equally. Every random choice is drawn up front from one ``numpy`` generator,
@@ -59,8 +60,14 @@ PRESETS = {
                  max_voices={"espeak-ng": 96},
                  speakers_per_voice={"espeak-ng": 4, "flite": 16, "festival": 24, "festival-l2": 8}),
 }
-MIX = {"positive": 0.30, "hard": 0.35}  # rest generic negative; of hard negatives:
-HARD_MIX = {"confusable": 0.5, "partial": 0.2, "fragment": 0.3}
+# rest generic negative speech. "silence": the speaker's room with nothing said (its noise floor,
+# sometimes a hum, fan, clicks, music or a distant TV). Between utterances a stream's 1-s windows
+# hear only that; students that had never heard a clip without speech gave those windows 0.65-0.67
+# and so set θ on val for 2 FA/h above most positives (docs/results.md, "No speech").
+MIX = {"positive": 0.30, "hard": 0.35, "silence": 0.08}
+HARD_MIX = {"confusable": 0.5, "partial": 0.2, "fragment": 0.3}  # of the hard negatives
+SILENCE_EXTRA_KINDS = ("hum", "fan", "clicks", "music", "tv")  # noise.NOISE_KINDS beyond the floor colours
+SILENCE_EXTRA = {"prob": 0.5, "dbfs": (-55.0, -35.0)}  # a second noise over the floor: how often, how loud
 PROSODY_RATE = (0.9, 1.25)  # engine speaking-rate factor per batch (espeak: 158-219 wpm)
 PROSODY_PITCH = (0.8, 1.25)  # engine mean-f0 factor per batch (where the voice honours it)
 BATCH_TEXTS = {"espeak-ng": 24, "flite": 24, "festival": 128, "festival-l2": 128}  # texts per engine process
@@ -185,7 +192,11 @@ def synthesize(out_root: str | os.PathLike, *, wake_phrase: str = "hey nova", se
     for items, item_rng in ((clip_items, rng), (stream_items, stream_rng)):
         for it in items:
             it.perturb = jitter(item_rng, it.speaker.perturb)
-    jobs = _make_jobs(rng, clip_items) + _make_jobs(stream_rng, stream_items)
+    silent = [it for it in clip_items if it.kind == "silence"]
+    for it in silent:
+        it.perturb = Perturbation()  # nothing is spoken, so nothing is perturbed (as its json says)
+    spoken = [it for it in clip_items if it.kind != "silence"]
+    jobs = _make_jobs(rng, spoken) + _make_jobs(stream_rng, stream_items)
 
     for split_no, split in enumerate(("train", "val", "test")):
         for i, it in enumerate(plans[split]):
@@ -202,6 +213,8 @@ def synthesize(out_root: str | os.PathLike, *, wake_phrase: str = "hey nova", se
                                                    disable=not progress, unit="batch"):
             engine_seconds[engine]["wall"] += wall
             engine_seconds[engine]["python_cpu"] += cpu
+        for it in silent:
+            it.clip = _silence(it, clip_samples, sample_rate, np.random.default_rng(list(it.place_seed)))
         streams = list(pool.map(
             lambda i: _assemble_stream(stream_plans[i][1], cfg["stream_seconds"], sample_rate,
                                        np.random.default_rng([seed, 7, i]), stream_plans[i][0]),
@@ -275,7 +288,8 @@ def _level_params(rng: np.random.Generator, it: _Item) -> _Item:
 def _plan_clips(rng: np.random.Generator, n: int, speakers: dict[str, list[Speaker]],
                 phrase: str) -> list[_Item]:
     """``n`` clips in the MIX proportions, shuffled; engine = item index mod #engines, then the
-    engine's speakers in turn (every engine gets an equal share of every kind)."""
+    engine's speakers in turn (every engine gets an equal share of every kind; a "silence" clip
+    belongs to a speaker as a recording without speech does, so it never straddles splits)."""
     n_pos = round(MIX["positive"] * n)
     n_hard = round(MIX["hard"] * n)
     n_conf = round(HARD_MIX["confusable"] * n_hard)
@@ -292,6 +306,8 @@ def _plan_clips(rng: np.random.Generator, n: int, speakers: dict[str, list[Speak
     for _ in range(n_hard - n_conf - n_part):
         text, side = texts.fragment_sentence(rng, phrase)
         items.append(_Item("fragment", text, 0, True, place=side))
+    for _ in range(round(MIX["silence"] * n)):
+        items.append(_Item("silence", "<silence>", 0, False))
     for _ in range(n - len(items)):
         items.append(_Item("speech", texts.random_sentence(rng, phrase), 0, False))
     items = [items[i] for i in rng.permutation(len(items))]  # shuffled: shards are mixed
@@ -442,6 +458,19 @@ def _place(it: _Item, clip_samples: int, sr: int, rng: np.random.Generator):
         clip[start:start + n] = speech
     colour = FLOOR_COLOURS[int(rng.integers(len(FLOOR_COLOURS)))]
     clip += noise.coloured_noise(rng, clip_samples, colour, it.floor_dbfs)
+    return to_int16(np.clip(clip, -1, 1)), _meta(it)
+
+
+def _silence(it: _Item, clip_samples: int, sr: int, rng: np.random.Generator):
+    """A clip of the speaker's room with nothing said: ``_place``'s noise floor, and with
+    ``SILENCE_EXTRA["prob"]`` one more noise of ``SILENCE_EXTRA_KINDS``: ``(int16 (S,), meta)``."""
+    colour = FLOOR_COLOURS[int(rng.integers(len(FLOOR_COLOURS)))]
+    clip = noise.coloured_noise(rng, clip_samples, colour, it.floor_dbfs)
+    if rng.random() < SILENCE_EXTRA["prob"]:
+        kind = SILENCE_EXTRA_KINDS[int(rng.integers(len(SILENCE_EXTRA_KINDS)))]
+        clip += noise.noise_clip(rng, kind, clip_samples, float(rng.uniform(*SILENCE_EXTRA["dbfs"])),
+                                 sample_rate=sr)
+        it.text = f"<silence + {kind}>"
     return to_int16(np.clip(clip, -1, 1)), _meta(it)
 
 
