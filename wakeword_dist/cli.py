@@ -30,7 +30,8 @@ def _cfg(args):
 
 
 # ----------------------------------------------------------------------------- stages
-@stage("synth", "Generate the synthetic dataset with espeak-ng, flite and festival (wake phrase, confusables, noise, streams) as shards.")
+@stage("synth", "Generate the synthetic dataset with espeak-ng, flite, festival and festival-l2 (wake phrase, "
+                "confusables, silence, noise, streams) as shards.")
 def _synth(args):
     from wakeword_dist.stages.pipeline import synthesize_from_config
 
