@@ -60,10 +60,11 @@ PRESETS = {
                  max_voices={"espeak-ng": 96},
                  speakers_per_voice={"espeak-ng": 4, "flite": 16, "festival": 24, "festival-l2": 8}),
 }
-# rest generic negative speech. "silence": the speaker's room with nothing said (its noise floor,
-# sometimes a hum, fan, clicks, music or a distant TV). Between utterances a stream's 1-s windows
-# hear only that; students that had never heard a clip without speech gave those windows 0.65-0.67
-# and so set θ on val for 2 FA/h above most positives (docs/results.md, "No speech").
+# Shares of every clip split; the rest is generic negative speech. "silence": the speaker's room
+# with nothing said (its noise floor, sometimes a hum, fan, clicks, music or a distant TV). Between
+# utterances a stream's 1-s windows hear only that; students that had never heard a clip without
+# speech gave those windows 0.65-0.67 and so set θ on val for 2 FA/h above most positives
+# (docs/results.md, "No speech").
 MIX = {"positive": 0.30, "hard": 0.35, "silence": 0.08}
 HARD_MIX = {"confusable": 0.5, "partial": 0.2, "fragment": 0.3}  # of the hard negatives
 SILENCE_EXTRA_KINDS = ("hum", "fan", "clicks", "music", "tv")  # noise.NOISE_KINDS beyond the floor colours
