@@ -31,7 +31,7 @@ def test_held_out_engine_never_reaches_training_or_theta(tiny_shards, tmp_path):
 
     cfg = _tiny_cfg(tiny_shards, tmp_path)
     engines = engines_in(cfg)
-    assert len(engines) >= 3, engines  # espeak-ng, flite, festival in the tiny preset
+    assert len(engines) >= 3, engines  # espeak-ng, flite, festival, festival-l2 in the tiny preset
     train_source = reader.split_sources(tiny_shards / "train")
     stream_source = reader.split_sources(tiny_shards / "stream")
     test_source = reader.split_sources(tiny_shards / "test")
