@@ -33,7 +33,7 @@ def _per_engine_digest(root, split) -> dict[str, str]:
 
 @needs_engines
 def test_same_seed_same_content_hash_for_every_engine(tiny_shards, tmp_path):
-    """espeak-ng, flite and festival are deterministic and every random choice (voices, speakers,
+    """espeak-ng, flite, festival and festival-l2 are deterministic and every random choice (voices, speakers,
     perturbations, prosody, texts, placement) comes from the seed: a rebuild matches bit for bit,
     split by split and engine by engine."""
     again = make_tiny_dataset(tmp_path, seed=0)
