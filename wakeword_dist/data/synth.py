@@ -457,16 +457,20 @@ def _place(it: _Item, clip_samples: int, sr: int, rng: np.random.Generator):
     else:
         start = int(it.u_offset * (clip_samples - n))
         clip[start:start + n] = speech
-    colour = FLOOR_COLOURS[int(rng.integers(len(FLOOR_COLOURS)))]
-    clip += noise.coloured_noise(rng, clip_samples, colour, it.floor_dbfs)
+    clip += _floor(it, clip_samples, rng)
     return to_int16(np.clip(clip, -1, 1)), _meta(it)
 
 
-def _silence(it: _Item, clip_samples: int, sr: int, rng: np.random.Generator):
-    """A clip of the speaker's room with nothing said: ``_place``'s noise floor, and with
-    ``SILENCE_EXTRA["prob"]`` one more noise of ``SILENCE_EXTRA_KINDS``: ``(int16 (S,), meta)``."""
+def _floor(it: _Item, clip_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """The clip's noise floor: a colour of ``FLOOR_COLOURS`` at ``it.floor_dbfs``, float32 (S,)."""
     colour = FLOOR_COLOURS[int(rng.integers(len(FLOOR_COLOURS)))]
-    clip = noise.coloured_noise(rng, clip_samples, colour, it.floor_dbfs)
+    return noise.coloured_noise(rng, clip_samples, colour, it.floor_dbfs)
+
+
+def _silence(it: _Item, clip_samples: int, sr: int, rng: np.random.Generator):
+    """A clip of the speaker's room with nothing said: the noise floor ``_place`` puts under speech, and
+    with ``SILENCE_EXTRA["prob"]`` one more noise of ``SILENCE_EXTRA_KINDS``: ``(int16 (S,), meta)``."""
+    clip = _floor(it, clip_samples, rng)
     if rng.random() < SILENCE_EXTRA["prob"]:
         kind = SILENCE_EXTRA_KINDS[int(rng.integers(len(SILENCE_EXTRA_KINDS)))]
         clip += noise.noise_clip(rng, kind, clip_samples, float(rng.uniform(*SILENCE_EXTRA["dbfs"])),
