@@ -76,6 +76,25 @@ def load_rirs(folder: str | Path, sample_rate: int) -> Tensor:
     return out
 
 
+def _where_rows(mask: Tensor, transform, x: Tensor, all_rows: bool | None = None) -> Tensor:
+    """``torch.where(mask, transform(rows), x)``: clips whose ``mask`` (B, 1) is true get
+    ``transform(rows)`` (rows: an index tensor into the batch; it returns those rows transformed).
+
+    On a CPU only the chosen rows are computed: reverb alone on all 64 clips of a demo batch costs
+    more than the student's forward and backward, and a clip gets it with p = 0.2. On an
+    accelerator every row is computed and masked, because a data-dependent row count would force
+    a host sync each step (and stall the teacher running ahead). Each clip's result is the same
+    either way: every transform works clip by clip (``all_rows`` forces the accelerator's way)."""
+    if all_rows if all_rows is not None else x.device.type != "cpu":
+        return torch.where(mask, transform(torch.arange(x.shape[0], device=x.device)), x)
+    rows = mask[:, 0].nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return x
+    out = x.clone()
+    out[rows] = transform(rows)
+    return out
+
+
 def _rms_power(x: Tensor) -> Tensor:
     """Mean square per clip: (B, S) → (B, 1)."""
     return x.pow(2).mean(dim=1, keepdim=True)
@@ -281,16 +300,18 @@ class WaveAugment(nn.Module):
         speed = self._uniform(g, b, *self.speed_range).to(dev)
 
         if self.speed_prob > 0:
-            x = torch.where(do_speed, self._speed(x, speed), x)
+            x = _where_rows(do_speed, lambda r: self._speed(x[r], speed[r]), x)
         if self.rirs is not None and self.rir_prob > 0:
-            x = torch.where(do_rir, self._reverb(x, rir_idx), x)
+            x = _where_rows(do_rir, lambda r: self._reverb(x[r], rir_idx[r]), x)
         if self.noise_bank is not None and self.noise_prob > 0:
-            noise = self._noise(b, s, noise_idx, noise_off)
-            # Scale noise so 10·log10(P_signal / P_noise) = snr (powers as mean squares).
-            scale = torch.sqrt(_rms_power(x) / ((_rms_power(noise) + _EPS) * 10.0 ** (snr / 10.0)))
-            x = torch.where(do_noise, x + scale * noise, x)
+            def noisy(r):
+                noise = self._noise(r.numel(), s, noise_idx[r], noise_off[r])
+                # Scale noise so 10·log10(P_signal / P_noise) = snr (powers as mean squares).
+                scale = torch.sqrt(_rms_power(x[r]) / ((_rms_power(noise) + _EPS) * 10.0 ** (snr[r] / 10.0)))
+                return x[r] + scale * noise
+            x = _where_rows(do_noise, noisy, x)
         if self.channel_prob > 0:
-            x = torch.where(do_channel, self._channel(x, low_hz, high_hz, do_mulaw), x)
+            x = _where_rows(do_channel, lambda r: self._channel(x[r], low_hz[r], high_hz[r], do_mulaw[r]), x)
         if self.gain_prob > 0:
             x = torch.where(do_gain, x * 10.0 ** (gain / 20.0), x)
         if self.shift > 0 and self.shift_prob > 0:

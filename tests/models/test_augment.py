@@ -256,3 +256,37 @@ def test_speed_scales_a_tone_and_keeps_older_draws():
     a = WaveAugment(**full)(noise, torch.Generator().manual_seed(3))
     b = WaveAugment(**full, speed_prob=0.0, speed_range=(0.5, 2.0))(noise, torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
+
+
+def test_cpu_computes_only_the_chosen_clips_and_matches_the_all_rows_path(monkeypatch):
+    """On a CPU each transform runs on the clips that drew it; an accelerator runs it on every
+    clip and masks (no host sync). Both give each clip the same audio, up to float rounding
+    (a rounding step can move a mu-law code: 1/255 of full scale at most)."""
+    import wakeword_dist.augment as augment
+
+    x = _speechlike(b=32, seed=4)
+    x[5] = 0.0  # a silent clip through every transform
+    bank = torch.randn(6, 20000, generator=_gen(2)) * 0.05
+    kw = dict(noise_bank=bank, noise_prob=0.5, rir_prob=0.3, rirs=generate_rirs(8, seed=1),
+              channel_prob=0.3, speed_prob=0.5)
+    chosen, computed = [], []  # per transform: clips that drew it, clips it was run on
+    real = augment._where_rows
+
+    def counted(mask, transform, xs, all_rows=None):
+        chosen.append(int(mask.sum()))
+        computed.append(0)
+
+        def run(rows):
+            computed[-1] = rows.numel()
+            return transform(rows)
+        return real(mask, run, xs, all_rows)
+
+    monkeypatch.setattr(augment, "_where_rows", counted)
+    subset = WaveAugment(**kw)(x, _gen(7))
+    assert len(chosen) == 4 and computed == chosen  # speed, reverb, noise, channel
+    assert 0 < sum(computed) < 4 * 32
+    monkeypatch.setattr(augment, "_where_rows", lambda m, t, xs, all_rows=None: real(m, t, xs, all_rows=True))
+    every = WaveAugment(**kw)(x, _gen(7))
+    assert torch.allclose(subset, every, atol=2 / 255, rtol=0)
+    assert (subset - every).abs().median() < 1e-6
+    assert torch.isfinite(subset).all()
