@@ -227,6 +227,9 @@ class EvalConfig:
 class ExportConfig:
     opset: int = _help("ONNX opset.", 18)
     int8: bool = _help("Also write an int8 (dynamic quantization) model.", True)
+    jobs: list[str] = _help(
+        "Whose first-seed student `pipeline` exports: distill (the detector it ships) and/or baseline; "
+        "`wakeword-dist export` exports any run.", ["distill"], choices=("baseline", "distill"), non_empty=True)
 
 
 @dataclass
@@ -247,6 +250,9 @@ class CompareConfig:
         "job array of slurm/compare.sbatch, waited for with progress).",
         "sequential", choices=("sequential", "accelerate", "slurm"))
     num_processes: int = _help("Processes per run when launcher=accelerate.", 2, range=AT_LEAST_ONE)
+    parallel_runs: int = _help(
+        "Runs trained side by side on this machine (launcher sequential or accelerate), each its own "
+        "process with cpus / parallel_runs threads, or its own GPUs; 1 = one after another.", 1, range=AT_LEAST_ONE)
 
 
 @dataclass

@@ -24,3 +24,44 @@ def test_compare_with_the_accelerate_launcher(tiny_shards, tiny_teacher_dir, tmp
         assert (root / job / "seed0" / "report.json").is_file()
     comparison = json.loads((root / "comparison.json").read_text())
     assert comparison["jobs"]["distill"]["f1_macro"]["n"] == 1
+
+
+def test_side_by_side_runs_keep_going_past_a_failed_run_and_resume(tiny_shards, tiny_teacher_dir, tmp_path, capsys):
+    """compare.parallel_runs=2: baseline and distill train at once, each a real `launch/train.py`
+    process with one thread and its own log. A distill run whose teacher is missing fails; the
+    baseline beside it still finishes, and the error names the failed run and its log. The rerun
+    with the teacher trains only the distill run."""
+    common = {"compare.parallel_runs": 2, "compare.seeds": "[0]", "train.max_steps": 2, "logging.wandb": "disabled"}
+    broken = tiny_overrides(tiny_shards, tmp_path, **common, **{"teacher.name_or_path": str(tmp_path / "no-teacher")})
+    with pytest.raises(RuntimeError, match=r"distill seed0 failed \(exit 1\); its log: .*distill-seed0\.log"):
+        from wakeword_dist.stages.compare import compare
+        from wakeword_dist.config import load_config
+
+        compare(load_config(REPO / "configs" / "ci_tiny.yaml", broken))
+    root = tmp_path / "ci_tiny"
+    assert (root / "baseline" / "seed0" / "final.json").is_file()
+    assert not (root / "distill" / "seed0" / "final.json").exists()
+    baseline_log = (root / "logs" / "baseline-seed0.log").read_text()
+    assert "job=baseline seed=0" in baseline_log
+    out = capsys.readouterr().out
+    assert "OMP_NUM_THREADS=1" in out and "[baseline seed0] " in out  # its share, its lines prefixed
+
+    good = tiny_overrides(tiny_shards, tmp_path, **common, **{"teacher.name_or_path": str(tiny_teacher_dir)})
+    assert main(["compare", "--config", str(REPO / "configs" / "ci_tiny.yaml"), *good]) == 0
+    assert json.loads((root / "distill" / "seed0" / "final.json").read_text())["step"] == 2
+    assert "[compare] started baseline" not in capsys.readouterr().out  # finished runs are not retrained
+    comparison = json.loads((root / "comparison.json").read_text())
+    assert comparison["jobs"]["distill"]["f1_macro"]["n"] == 1
+
+
+def test_side_by_side_shares_split_cpus_or_gpus():
+    from wakeword_dist.stages.side_by_side import run_shares
+
+    assert run_shares(2, 1, cpus=2, gpus=None) == [{"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}] * 2
+    assert run_shares(3, 2, cpus=16, gpus=[])[0]["OMP_NUM_THREADS"] == "2"
+    assert run_shares(4, 1, cpus=2, gpus=None)[0]["OMP_NUM_THREADS"] == "1"  # never 0 threads
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in run_shares(2, 2, cpus=8, gpus=["0", "1", "4", "5"])] == ["0,1", "4,5"]
+    assert len(run_shares(3, 2, cpus=8, gpus=["0", "1", "2", "3"])) == 2  # as many as the GPUs hold
+    assert run_shares(2, 1, cpus=16, gpus=["3"]) == [{"CUDA_VISIBLE_DEVICES": "3"}]  # one GPU: one at a time
+    with pytest.raises(ValueError, match=r"compare.num_processes=2 GPUs per run, but this machine shows 1 \(0\)"):
+        run_shares(1, 2, cpus=8, gpus=["0"])

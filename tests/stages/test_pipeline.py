@@ -26,11 +26,18 @@ def test_pipeline_end_to_end_then_resumes(pipeline_run, capsys):
             report = json.loads((run_dir / "report.json").read_text())
             assert report["split"] == "test" and report["threshold_source"] == "given"
             assert (run_dir / "det.png").is_file()
-        onnx_path = root / job / "seed0" / "model.onnx"
-        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        assert session.get_inputs()[0].name == "audio"
-        export = json.loads((root / job / "seed0" / "export.json").read_text())
-        assert max(export["max_abs_diff"].values()) <= 1e-4 and export["int8_path"]
+    # export.jobs defaults to the distilled student: the detector the pipeline ships
+    assert not (root / "baseline" / "seed0" / "export.json").exists()
+    onnx_path = root / "distill" / "seed0" / "model.onnx"
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].name == "audio"
+    export = json.loads((root / "distill" / "seed0" / "export.json").read_text())
+    assert max(export["max_abs_diff"].values()) <= 1e-4 and export["int8_path"]
+    # its fp32 figures are evaluate's (same checkpoint, same data), not scored a second time
+    report = json.loads((root / "distill" / "seed0" / "report.json").read_text())
+    assert "report.json" in export["fp32_scored_as"]
+    assert {k: export["test_fp32"][k] for k in ("threshold", "frr_at_target", "fa_per_hour", "clip_auc")} == \
+        {k: report[k] for k in ("threshold", "frr_at_target", "fa_per_hour", "clip_auc")}
     assert "comparison.png" in pipeline_run["out"] and f"report: {root / 'report.html'}" in pipeline_run["out"]
     assert (root / "report.html").stat().st_size > 10_000
     # every JSON the stages wrote is strict (an undefined metric is null, never a bare NaN):
@@ -47,3 +54,25 @@ def test_pipeline_end_to_end_then_resumes(pipeline_run, capsys):
     assert {p: p.stat().st_mtime for p in root.rglob("final.json")} == mtimes
     out = capsys.readouterr().out
     assert "shards exist" in out and "teacher exists" in out and "exists; skipped" in out
+
+
+def test_export_without_a_report_scores_val_and_test_itself_and_gets_evaluates_figures(pipeline_run, tmp_path):
+    """A run that `evaluate` never saw (no report.json): export chooses θ on val and scores test
+    itself, and lands on the figures the pipeline's evaluate wrote for the same checkpoint."""
+    import shutil
+
+    from wakeword_dist.config import load_config
+    from wakeword_dist.stages.export import export_run
+
+    src = pipeline_run["root"] / "distill" / "seed0"
+    run_dir = tmp_path / "distill-seed0"
+    shutil.copytree(src / "best", run_dir / "best")
+    args = pipeline_run["args"]
+    cfg = load_config(args[args.index("--config") + 1], [a for a in args[3:] if "=" in a] + ["logging.wandb=disabled"])
+    result = export_run(cfg, run_dir)
+    assert result["fp32_scored_as"].startswith("pytorch student scored here")
+    report = json.loads((src / "report.json").read_text())
+    for key in ("threshold", "frr_at_target", "fa_per_hour", "clip_auc", "f1_macro"):
+        assert result["test_fp32"][key] == pytest.approx(report[key], abs=1e-9), key
+    assert (run_dir / "model.int8.onnx").is_file() and json.loads((run_dir / "export.json").read_text())
+

@@ -1,7 +1,8 @@
 """`wakeword-dist compare`: N seeds x {baseline, distill}, evaluated, aggregated, plotted.
 
 Runs each (job, seed) itself -- in this process one after another, as `accelerate launch`
-subprocesses, or all at once as one SLURM job array (slurm/compare.sbatch, polled) --
+subprocesses, `compare.parallel_runs` at a time side by side (stages/side_by_side.py), or all at
+once as one SLURM job array (slurm/compare.sbatch, polled) --
 skipping runs that already finished, then evaluates them here and reads
 every `report.json` and writes `comparison.json` / `comparison.png` in runs/<experiment>/.
 """
@@ -28,26 +29,38 @@ def with_job(cfg: Config, job: str, seed: int) -> Config:
     return out
 
 
+def _train_command(cfg: Config, launcher: str, cfg_file: Path) -> list[str]:
+    """The subprocess that trains run ``cfg``: ``accelerate launch`` with ``compare.num_processes``
+    ranks, or (launcher sequential, side by side) one plain ``python launch/train.py`` process."""
+    overrides = [f"train.job={cfg.train.job}", f"train.seed={cfg.train.seed}"]
+    if launcher == "sequential":
+        return [sys.executable, str(REPO / "launch" / "train.py"), "--config", str(cfg_file), *overrides]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes",
+           str(cfg.compare.num_processes), "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no"]
+    if cfg.compare.num_processes > 1:
+        cmd.append("--multi_gpu")
+    return cmd + [str(REPO / "launch" / "train.py"), "--config", str(cfg_file), *overrides]
+
+
+def _subprocess_env() -> dict[str, str]:
+    import torch
+
+    env = dict(os.environ)
+    if not torch.cuda.is_available():  # else `--multi_gpu` on CPU starts lone 1-rank replicas
+        env["ACCELERATE_USE_CPU"] = "1"
+    return env
+
+
 def _run_one(cfg: Config, launcher: str, cfg_file: Path) -> None:
     if launcher == "sequential":
         from wakeword_dist.train.recipe import run
 
         run(cfg)
         return
-    import torch
-
-    overrides = [f"train.job={cfg.train.job}", f"train.seed={cfg.train.seed}"]
-    env = dict(os.environ)
-    if not torch.cuda.is_available():  # else `--multi_gpu` on CPU starts lone 1-rank replicas
-        env["ACCELERATE_USE_CPU"] = "1"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes",
-           str(cfg.compare.num_processes), "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no"]
-    if cfg.compare.num_processes > 1:
-        cmd.append("--multi_gpu")
-    cmd += [str(REPO / "launch" / "train.py"), "--config", str(cfg_file), *overrides]
+    cmd = _train_command(cfg, launcher, cfg_file)
     print(f"[compare] {' '.join(cmd)}", flush=True)
-    subprocess.run(cmd, check=True, env=env)
+    subprocess.run(cmd, check=True, env=_subprocess_env())
 
 
 def _run_slurm_array(cfg: Config, pending: dict[tuple[int, str], Config], cfg_file: Path, root: Path) -> None:
@@ -119,6 +132,11 @@ def run_jobs(cfg: Config) -> dict:
         print(f"[compare] training {job} seed {seed} -> {run_cfg.job_dir()}", flush=True)
     if pending and cfg.compare.launcher == "slurm":
         _run_slurm_array(cfg, pending, cfg_file, root)
+    elif len(pending) > 1 and cfg.compare.parallel_runs > 1:
+        from wakeword_dist.stages.side_by_side import run_side_by_side
+
+        commands = {run: _train_command(run_cfg, cfg.compare.launcher, cfg_file) for run, run_cfg in pending.items()}
+        run_side_by_side(commands, cfg, root / "logs", _subprocess_env())
     else:
         for run_cfg in pending.values():
             _run_one(run_cfg, cfg.compare.launcher, cfg_file)

@@ -3,7 +3,8 @@
 Writes `model.onnx` and `model.int8.onnx` beside the run's report, checks parity with
 onnxruntime, and scores the int8 file on test at the fp32 model's val threshold so the int8
 metric change is measured, not assumed. The fp32 figures come from the PyTorch student (its
-shared-STFT stream scorer): the fp32 ONNX file equals it within the parity check's atol, and
+shared-STFT stream scorer; the run's report.json when `evaluate` wrote it for the same checkpoint
+and data): the fp32 ONNX file equals it within the parity check's atol, and
 scoring it window by window as well took two thirds of the stage's time (the ONNX graph
 recomputes every STFT frame ~10 times at a 0.1-s hop). The figures and the ONNX files also go
 into the training run's W&B run.
@@ -11,6 +12,7 @@ into the training run's W&B run.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -24,6 +26,29 @@ from wakeword_dist.train.run_logger import log_export
 from wakeword_dist.train.validate import validate
 
 
+SUMMARY_KEYS = ("accuracy", "clip_auc", "clip_eer", "det_eer", "f1_macro", "fa_per_hour", "frr_at_target",
+                "hard_negative_far", "n_clips", "precision_macro", "recall_macro", "stream_hours", "threshold")
+
+
+def evaluated_figures(cfg: Config, run_dir: Path, meta: dict) -> tuple[float | None, dict | None, str]:
+    """(θ, fp32 test summary, where from) out of the run's own report.json, when `evaluate` wrote
+    it for this best checkpoint on this dataset's test split; else (None, None, ""). The same
+    model, θ and data give the same figures, so scoring val and test again would only cost time."""
+    try:
+        report = json.loads((run_dir / "report.json").read_text())
+    except (OSError, ValueError):
+        return None, None, ""
+    same = (report.get("best_step") == meta["training"].get("steps")
+            and report.get("test_root") == cfg.data.root and not report.get("test_sources")
+            and not cfg.eval.test_root and not cfg.eval.test_sources
+            and report.get("target_fa_per_hour") == cfg.eval.target_fa_per_hour
+            and all(report.get(k) is not None for k in ("threshold", "frr_at_target", "fa_per_hour")))
+    if not same:
+        return None, None, ""
+    return (float(report["threshold"]), {k: report[k] for k in SUMMARY_KEYS if k in report},
+            f"pytorch student, from {run_dir / 'report.json'} (fp32 ONNX parity checked above)")
+
+
 def export_run(cfg: Config, run_dir: Path | None = None) -> dict:
     run_dir = Path(run_dir or cfg.job_dir())
     model, meta = best_store.load_best_student(run_dir / "best")
@@ -35,11 +60,14 @@ def export_run(cfg: Config, run_dir: Path | None = None) -> dict:
     if cfg.export.int8 and result["int8_path"]:
         acc = Accelerator()
         data = data_setup.open_data(cfg, job="baseline")
-        _, theta, fp32 = val_then_test(acc, model.to(acc.device), data, cfg)  # = the fp32 ONNX file's, to parity atol
-        result["fp32_scored_as"] = "pytorch student (fp32 ONNX parity checked above)"
+        theta, fp32, source = evaluated_figures(cfg, run_dir, meta)
+        if fp32 is None:
+            _, theta, scored = val_then_test(acc, model.to(acc.device), data, cfg)  # = the fp32 ONNX file's, to parity atol
+            fp32, source = scored["summary"], "pytorch student scored here (fp32 ONNX parity checked above)"
+        result["fp32_scored_as"] = source
         int8 = validate(acc, OnnxClassifier(result["int8_path"]), data, cfg, split="test", threshold=theta)
-        result["test_fp32"], result["test_int8"] = fp32["summary"], int8["summary"]
-        result["int8_minus_fp32"] = metric_change(fp32["summary"], int8["summary"])
+        result["test_fp32"], result["test_int8"] = fp32, int8["summary"]
+        result["int8_minus_fp32"] = metric_change(fp32, int8["summary"])
         print(f"[export] int8 ({result['int8_bytes'] / 1024:.0f} KiB) minus fp32 on test: "
               + ", ".join(f"{k} {v:+.4f}" for k, v in result["int8_minus_fp32"].items()))
     write_json_atomic(run_dir / "export.json", result)

@@ -76,7 +76,7 @@ def pipeline(cfg: Config) -> dict:
         comparison = compare(cfg)
     with _timed("export", timings):
         exported = {}
-        for job in ("baseline", "distill"):
+        for job in cfg.export.jobs:
             run_dir = with_job(cfg, job, cfg.compare.seeds[0]).job_dir()
             if (run_dir / "export.json").exists():
                 print(f"{run_dir / 'model.onnx'} exists; skipped")
