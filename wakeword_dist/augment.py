@@ -84,7 +84,7 @@ def _where_rows(mask: Tensor, transform, x: Tensor, all_rows: bool | None = None
     more than the student's forward and backward, and a clip gets it with p = 0.2. On an
     accelerator every row is computed and masked, because a data-dependent row count would force
     a host sync each step (and stall the teacher running ahead). Each clip's result is the same
-    either way: every transform works clip by clip (``all_rows`` forces the accelerator's way)."""
+    either way: every transform works clip by clip (``all_rows`` overrides the device's choice)."""
     if all_rows if all_rows is not None else x.device.type != "cpu":
         return torch.where(mask, transform(torch.arange(x.shape[0], device=x.device)), x)
     rows = mask[:, 0].nonzero().squeeze(1)
@@ -132,6 +132,9 @@ class WaveAugment(nn.Module):
             sounds like another (a larger or smaller vocal tract); linear interpolation about
             the clip's centre, silence where the slowed clip runs out.
         speed_range: (low, high) speed factors (0.85-1.15 ≈ ±2.5 semitones).
+        all_rows: compute every transform on every clip and mask (True), or only on the clips
+            that drew it (False); None = by device: only the chosen clips on a CPU, every clip on
+            an accelerator (``_where_rows``). The audio is the same either way, up to float rounding.
     """
 
     def __init__(
@@ -156,6 +159,7 @@ class WaveAugment(nn.Module):
         channel_jitter: float = 0.2,
         speed_prob: float = 0.0,
         speed_range: tuple[float, float] = (0.85, 1.15),
+        all_rows: bool | None = None,
     ) -> None:
         super().__init__()
         for name, p in (("noise_prob", noise_prob), ("rir_prob", rir_prob),
@@ -203,6 +207,7 @@ class WaveAugment(nn.Module):
         self.channel_jitter = channel_jitter
         self.speed_prob = speed_prob
         self.speed_range = (float(speed_range[0]), float(speed_range[1]))
+        self.all_rows = all_rows
 
     @staticmethod
     def _uniform(gen: torch.Generator, b: int, low: float, high: float) -> Tensor:
@@ -300,18 +305,19 @@ class WaveAugment(nn.Module):
         speed = self._uniform(g, b, *self.speed_range).to(dev)
 
         if self.speed_prob > 0:
-            x = _where_rows(do_speed, lambda r: self._speed(x[r], speed[r]), x)
+            x = _where_rows(do_speed, lambda r: self._speed(x[r], speed[r]), x, self.all_rows)
         if self.rirs is not None and self.rir_prob > 0:
-            x = _where_rows(do_rir, lambda r: self._reverb(x[r], rir_idx[r]), x)
+            x = _where_rows(do_rir, lambda r: self._reverb(x[r], rir_idx[r]), x, self.all_rows)
         if self.noise_bank is not None and self.noise_prob > 0:
             def noisy(r):
                 noise = self._noise(r.numel(), s, noise_idx[r], noise_off[r])
                 # Scale noise so 10·log10(P_signal / P_noise) = snr (powers as mean squares).
                 scale = torch.sqrt(_rms_power(x[r]) / ((_rms_power(noise) + _EPS) * 10.0 ** (snr[r] / 10.0)))
                 return x[r] + scale * noise
-            x = _where_rows(do_noise, noisy, x)
+            x = _where_rows(do_noise, noisy, x, self.all_rows)
         if self.channel_prob > 0:
-            x = _where_rows(do_channel, lambda r: self._channel(x[r], low_hz[r], high_hz[r], do_mulaw[r]), x)
+            x = _where_rows(do_channel, lambda r: self._channel(x[r], low_hz[r], high_hz[r], do_mulaw[r]), x,
+                            self.all_rows)
         if self.gain_prob > 0:
             x = torch.where(do_gain, x * 10.0 ** (gain / 20.0), x)
         if self.shift > 0 and self.shift_prob > 0:

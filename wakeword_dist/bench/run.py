@@ -13,7 +13,8 @@ Sections and the goal each feeds:
 Every step figure times the recipe's own step, ``train/step.py: train_step`` (``BenchStep``).
 
 - ``student``: baseline student step (augment + log-mel + SpecAugment + fwd/bwd + all-reduce + clip +
-  AdamW + scheduler), plus its front end and augmentation alone.
+  AdamW + scheduler), plus its front end and augmentation alone (on the device's path, and with
+  every transform on every clip: ``augment_all_rows``).
 - ``teacher``: teacher forward, plain HF eager fp32 / fp16 / bf16 and each ``optimize_teacher``
   rewrite (``models/fast_teacher.py``) in the run dtype, with the max logit error relative to fp32
   -> P3 = best variant within 1e-2 / eager, same dtype and batch, >= 2.
@@ -112,6 +113,10 @@ def bench_student_section(cfg: Config, plan: BenchPlan, labels, results, work_di
             rows["frontend"] = _timed(plan, lambda: student.frontend(audio), b)
             gen = torch.Generator(device=plan.device).manual_seed(0)
             rows["augment"] = _timed(plan, lambda: step.augment(audio, gen), b)
+            # the same draws with every transform computed on every clip (what an accelerator does)
+            step.augment.all_rows = True
+            rows["augment_all_rows"] = _timed(plan, lambda: step.augment(audio, gen), b)
+            step.augment.all_rows = None
         rows["baseline_step"] = _timed(plan, lambda: step.step(), b)
         for name, r in rows.items():
             _row("student", name, b, r)
