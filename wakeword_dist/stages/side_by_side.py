@@ -2,10 +2,12 @@
 
 Each run is its own process (``python launch/train.py``, or ``accelerate launch`` with
 ``compare.launcher=accelerate``) with its share of the machine: on CPU, ``cpus // (parallel_runs x
-ranks)`` intra-op threads per rank; on GPUs, its own slice of ``CUDA_VISIBLE_DEVICES``. Why on a
-CPU: a tiny student's ops are too small for two threads to help each other much, so two
-one-thread runs side by side train ~1.5x the steps per second of one two-thread run after another
-(docs/performance.md). Threads change no result: each run draws from its own seeded generators.
+ranks)`` intra-op threads per rank; on GPUs, its own slice of ``CUDA_VISIBLE_DEVICES``. It pays
+where one run cannot use the machine (a node with more GPUs than a run's ranks, many cores). On
+the 2-core dev box it does not: the demo's six student runs took 439 s two at a time vs 385 s one
+after another (docs/performance.md), as each process pays ~10 s of start-up and its teacher
+runs on one thread. Every run draws from its own seeded generators, but the thread count changes
+the order of float reductions, so weights differ from a one-at-a-time run at rounding level.
 
 Every line a run prints goes to ``<experiment>/logs/<job>-seed<k>.log`` and to stdout, prefixed
 with the run's name. A failed run does not stop the ones in flight: they finish and keep their
