@@ -76,6 +76,10 @@ def _pump(stream, name: str, log_path: Path) -> None:
             sys.stdout.flush()
 
 
+def _describe(share: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in share.items())
+
+
 def _tail(path: Path, lines: int = 5) -> str:
     try:
         return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-lines:]).rstrip()
@@ -95,8 +99,8 @@ def run_side_by_side(runs: dict[tuple[int, str], list[str]], cfg: Config, log_di
     free = list(range(len(shares)))
     running: dict[int, tuple[str, subprocess.Popen, threading.Thread, Path, float]] = {}
     failed: list[str] = []
-    print(f"[compare] {len(queue)} runs, {len(shares)} at a time ({', '.join(f'{k}={v}' for k, v in shares[0].items())} "
-          f"each); logs in {log_dir}", flush=True)
+    print(f"[compare] {len(queue)} runs, {len(shares)} at a time ({_describe(shares[0])} each); logs in {log_dir}",
+          flush=True)
     while queue or running:
         while queue and free and not failed:
             slot = free.pop(0)
@@ -109,7 +113,7 @@ def run_side_by_side(runs: dict[tuple[int, str], list[str]], cfg: Config, log_di
             pump = threading.Thread(target=_pump, args=(proc.stdout, name, log_path), daemon=True)
             pump.start()
             running[slot] = (name, proc, pump, log_path, time.perf_counter())
-            print(f"[compare] started {name} ({', '.join(f'{k}={v}' for k, v in shares[slot].items())})", flush=True)
+            print(f"[compare] started {name} ({_describe(shares[slot])})", flush=True)
         time.sleep(0.2)
         for slot, (name, proc, pump, log_path, t0) in list(running.items()):
             if proc.poll() is None:
