@@ -81,11 +81,12 @@ def _where_rows(mask: Tensor, transform, x: Tensor, all_rows: bool | None = None
     ``transform(rows)`` (rows: an index tensor into the batch; it returns those rows transformed).
 
     On a CPU only the chosen rows are computed: reverb alone on all 64 clips of a demo batch costs
-    more than the student's forward and backward, and a clip gets it with p = 0.2. On an
+    about as much as the student's forward, backward and AdamW, and a clip gets it with p = 0.2. On an
     accelerator every row is computed and masked, because a data-dependent row count would force
     a host sync each step (and stall the teacher running ahead). Each clip's result is the same
     either way: every transform works clip by clip (``all_rows`` overrides the device's choice)."""
-    if all_rows if all_rows is not None else x.device.type != "cpu":
+    every_row = x.device.type != "cpu" if all_rows is None else all_rows
+    if every_row:
         return torch.where(mask, transform(torch.arange(x.shape[0], device=x.device)), x)
     rows = mask[:, 0].nonzero().squeeze(1)
     if rows.numel() == 0:

@@ -52,7 +52,7 @@ def test_side_by_side_runs_keep_going_past_a_failed_run_and_resume(tiny_shards, 
     assert main(["compare", "--config", str(config), *good]) == 0
     out = capsys.readouterr().out
     assert "[compare] started baseline seed0" not in out  # finished runs are not retrained
-    assert out.count("[compare] started ") == 3
+    assert out.count("[compare] started ") == 3 and "[compare] 3 runs, 2 at a time" in out
     for job, seed in (("baseline", 0), ("distill", 0), ("baseline", 1), ("distill", 1)):
         final = json.loads((root / job / f"seed{seed}" / "final.json").read_text())
         assert final["step"] == 2 and final["world_size"] == 1, (job, seed)

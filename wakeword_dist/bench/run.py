@@ -113,7 +113,7 @@ def bench_student_section(cfg: Config, plan: BenchPlan, labels, results, work_di
             rows["frontend"] = _timed(plan, lambda: student.frontend(audio), b)
             gen = torch.Generator(device=plan.device).manual_seed(0)
             rows["augment"] = _timed(plan, lambda: step.augment(audio, gen), b)
-            # the same draws with every transform computed on every clip (what an accelerator does)
+            # every transform computed on every clip and masked: what an accelerator does
             step.augment.all_rows = True
             rows["augment_all_rows"] = _timed(plan, lambda: step.augment(audio, gen), b)
             step.augment.all_rows = None

@@ -40,7 +40,6 @@ def _train_command(cfg: Config, launcher: str, cfg_file: Path) -> list[str]:
            "--dynamo_backend", "no"]
     if cfg.compare.num_processes > 1:
         # port 0: accelerate picks a free rendezvous port, so runs side by side never share 29500
-        # port 0: accelerate picks a free rendezvous port, so runs side by side never share 29500
         cmd += ["--multi_gpu", "--main_process_port", "0"]
     return cmd + [str(REPO / "launch" / "train.py"), "--config", str(cfg_file), *overrides]
 
