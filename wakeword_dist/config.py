@@ -156,6 +156,10 @@ class TeacherConfig:
     train_epochs: int = _help(
         "train-teacher: epochs of train.batches_per_epoch steps (train.epochs is the students').",
         6, range=AT_LEAST_ONE)
+    train_time_masking: bool = _help(
+        "train-teacher: keep Wav2Vec2's SpecAugment-style time masking (the checkpoint's mask_time_*; HF's "
+        "defaults mask two 10-frame spans, ~36 % of a 1-s clip's 49 frames, often the syllable that tells "
+        "the phrase from a near miss). Off: no masking; dropout and layerdrop stay.", False)
     fast_forward: list[str] = _help(
         "Same-function teacher rewrites (models/fast_teacher.py) for a replicated teacher: "
         "fuse_feature_norm, channels_last_encoder, dense_pos_conv; [] = plain HF (weight norm is "

@@ -88,3 +88,30 @@ def test_configured_teacher_rewrites_are_applied_recorded_and_change_no_result(t
               for name, cfg in (("plain", plain), ("fast", fast))}
     assert len(losses["plain"]) == 2 and losses["plain"][0][1] > 0
     torch.testing.assert_close(torch.tensor(losses["fast"]), torch.tensor(losses["plain"]), rtol=1e-5, atol=1e-7)
+
+
+def _training_teacher(**overrides):
+    from wakeword_dist.train import model_setup
+
+    cfg = load_config(REPO / "configs" / "ci_tiny.yaml", [f"{k}={v}" for k, v in overrides.items()])
+    torch.manual_seed(0)
+    model, _ = model_setup.trainable_model(cfg, "teacher", ["negative", "hey_nova"])
+    # Silence every other source of train-mode randomness, so that masking is the only one left.
+    model.model.config.layerdrop = 0.0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        elif isinstance(getattr(module, "dropout", None), float):
+            module.dropout = 0.0
+    return model
+
+
+@pytest.mark.parametrize("masking", [False, True])
+def test_teacher_trains_on_unmasked_clips_unless_asked(masking):
+    model = _training_teacher(**{"teacher.train_time_masking": masking})
+    audio = torch.randn(4, 16000, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        seen_in_eval = model.eval()(audio)
+        torch.manual_seed(2)
+        seen_in_training = model.train()(audio)
+    assert torch.allclose(seen_in_training, seen_in_eval, atol=1e-5) is not masking

@@ -35,6 +35,9 @@ def trainable_model(cfg: Config, job: str, label_names: list[str]) -> tuple[torc
                 **teacher_conv_stack(t.feature_encoder, t.conv_dim))
             model = TeacherModel(hf, label_names=label_names, name_or_path=f"scratch:{t.arch}",
                                  sample_rate=cfg.data.sample_rate, dtype="fp32")
+        # HF's time masking is sized for 10-s utterances; on a 1-s clip it hides ~36 % of the frames
+        # and with them, often, the one syllable that separates "hey nova" from "pay nova".
+        model.model.config.apply_spec_augment = t.train_time_masking
         arch = {"model": f"teacher:{t.name_or_path or t.arch}", "num_classes": len(label_names),
                 "label_names": list(label_names)}
         return model, arch
