@@ -23,11 +23,7 @@ from wakeword_dist.export.onnx_export import OnnxClassifier, export_onnx, metric
 from wakeword_dist.stages.evaluate import val_then_test
 from wakeword_dist.train import best_store, data_setup
 from wakeword_dist.train.run_logger import log_export
-from wakeword_dist.train.validate import validate
-
-
-SUMMARY_KEYS = ("accuracy", "clip_auc", "clip_eer", "det_eer", "f1_macro", "fa_per_hour", "frr_at_target",
-                "hard_negative_far", "n_clips", "precision_macro", "recall_macro", "stream_hours", "threshold")
+from wakeword_dist.train.validate import summary_of, validate
 
 
 def evaluated_figures(cfg: Config, run_dir: Path, meta: dict) -> tuple[float | None, dict | None, str]:
@@ -45,7 +41,7 @@ def evaluated_figures(cfg: Config, run_dir: Path, meta: dict) -> tuple[float | N
             and all(report.get(k) is not None for k in ("threshold", "frr_at_target", "fa_per_hour")))
     if not same:
         return None, None, ""
-    return (float(report["threshold"]), {k: report[k] for k in SUMMARY_KEYS if k in report},
+    return (float(report["threshold"]), summary_of(report),
             f"pytorch student, from {run_dir / 'report.json'} (fp32 ONNX parity checked above)")
 
 

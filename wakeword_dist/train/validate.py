@@ -27,6 +27,11 @@ SUMMARY_KEYS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "frr_
                 "hard_negative_far", "threshold", "clip_auc", "clip_eer", "det_eer", "n_clips", "stream_hours")
 
 
+def summary_of(report: dict) -> dict:
+    """The report's headline figures as floats; figures it could not compute (None) are left out."""
+    return {k: float(report[k]) for k in SUMMARY_KEYS if k in report and report[k] is not None}
+
+
 PER_ENGINE_KEYS = ("clip_auc", "frr_at_target", "fa_per_hour", "stream_hours", "accuracy", "f1_macro", "n_clips")
 
 
@@ -109,8 +114,7 @@ def validate(acc, model, data, cfg: Config, *, split: str = "val", job: str = "d
     if per_engine:
         report["per_engine"] = _per_engine(cfg, data, clip_meta, stream_meta, report["threshold"], keys, probs,
                                            labels, s_scores, s_dur, s_keys)
-    summary = {k: float(report[k]) for k in SUMMARY_KEYS if k in report and report[k] is not None}
-    return {"report": report, "summary": summary}
+    return {"report": report, "summary": summary_of(report)}
 
 
 def hard_negative_accepts(keys, probs, labels, meta_of: dict, positive_index: int, threshold: float) -> dict:
