@@ -14,7 +14,8 @@ import numpy as np
 
 from wakeword_dist.atomic import write_json_atomic
 
-DEFAULT_METRICS = ("f1_macro", "frr_at_target", "fa_per_hour", "hard_negative_far", "accuracy")
+# det_frr_at_target: FRR at the target FA/h on test's own DET curve (θ not from val; docs/results.md)
+DEFAULT_METRICS = ("f1_macro", "frr_at_target", "det_frr_at_target", "fa_per_hour", "hard_negative_far", "accuracy")
 
 # two-sided 95 % Student-t quantiles t_{0.975, dof}, used when scipy is missing
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,

@@ -82,6 +82,26 @@ def test_build_report_without_streams():
     assert rep["threshold_source"] == "default_no_streams" and np.isnan(rep["fa_per_hour"])
 
 
+def test_det_frr_is_what_the_splits_own_streams_allow_at_the_target():
+    """det_frr_at_target reads θ off the split's own DET; frr_at_target uses the θ given (from val).
+    Half an hour of stream with one 0.5 peak: one false accept is 2 FA/h, so ≤ 1 FA/h needs θ > 0.5
+    and passes 3 of the 4 positives; a given θ of 0.92 (a val that placed it too high) passes 1."""
+    from wakeword_dist.eval.report import build_report
+    pos = np.array([0.3, 0.6, 0.9, 0.95])
+    probs = np.stack([1 - pos, pos, np.zeros(4)], axis=1)
+    stream = np.zeros(18_000)
+    stream[9_000] = 0.5
+    kwargs = dict(positive_index=1, label_names=NAMES, hop_s=0.1, window_s=1.0, smoothing_frames=1,
+                  lockout_s=1.0, target_fa_per_hour=1.0)
+    given = build_report(probs, np.ones(4, dtype=int), [stream], [1800.0], threshold=0.92, **kwargs)
+    assert given["frr_at_target"] == pytest.approx(0.75)
+    assert given["det_frr_at_target"] == pytest.approx(0.25)
+    chosen = build_report(probs, np.ones(4, dtype=int), [stream], [1800.0], **kwargs)
+    assert chosen["det_frr_at_target"] == chosen["frr_at_target"] == pytest.approx(0.25)
+    no_streams = build_report(probs, np.ones(4, dtype=int), [], [], **kwargs)
+    assert np.isnan(no_streams["det_frr_at_target"])
+
+
 class _WindowProbe(torch.nn.Module):
     """(B, S) -> (B, 2) logits [0, k·mean(window)]: the positive probability is a function of
     the window's samples alone, so scores reveal which windows the model saw."""

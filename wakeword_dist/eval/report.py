@@ -155,6 +155,10 @@ def build_report(probs: np.ndarray, labels: np.ndarray, stream_scores: Sequence[
         threshold, source = NO_STREAM_THRESHOLD, "default_no_streams"
     else:
         threshold, source = choose_threshold(det, target_fa_per_hour)["threshold"], "chosen_on_split"
+    # What this split's own DET curve allows at the target, as if θ had been placed on these
+    # streams: on test, the gap to frr_at_target is what placing θ on val cost (val's streams
+    # are short and hear other voices), apart from how well the model ranks.
+    det_frr = choose_threshold(det, target_fa_per_hour)["frr"] if len(stream_scores) else float("nan")
     keys = list(stream_keys) if stream_keys is not None else list(range(len(stream_scores)))
     activations = {str(k): count_activations(s, hop_s, threshold, smoothing_frames, lockout_s,
                                              time_offset_s=window_s)
@@ -169,6 +173,7 @@ def build_report(probs: np.ndarray, labels: np.ndarray, stream_scores: Sequence[
         "threshold": float(threshold),
         "threshold_source": source,
         "frr_at_target": frr_at(pos_scores, threshold),
+        "det_frr_at_target": float(det_frr),
         "fa_per_hour": fa_count / hours if hours > 0 else float("nan"),
         "fa_count": int(fa_count),
         "meets_target": bool(hours > 0 and fa_count / hours <= target_fa_per_hour),

@@ -35,6 +35,7 @@ NOT_RUNS = {"teacher", "annotated", "wandb"}   # folders of runs/<exp>/ that hol
 SEED_DIR = re.compile(r"^seed(\d+)$")
 # per-seed columns: (report.json key, header); FRR / FA/h are at val's θ, on test
 SEED_COLUMNS = (("f1_macro", "F1 macro"), ("accuracy", "accuracy"), ("frr_at_target", "FRR at θ"),
+                ("det_frr_at_target", "FRR at target, θ on test"),
                 ("fa_per_hour", "FA/h"), ("threshold", "θ (from val)"), ("meets_target", "FA/h ≤ target"),
                 ("clip_auc", "clip AUC"), ("clip_eer", "clip EER"), ("det_eer", "DET EER"),
                 ("best_step", "best step"), ("stream_hours", "stream h"))

@@ -20,7 +20,7 @@ from wakeword_dist.atomic import write_json_atomic
 from wakeword_dist.config import Config
 from wakeword_dist.data import reader
 
-METRICS = ("clip_auc", "frr_at_target", "fa_per_hour", "stream_hours", "n_clips")
+METRICS = ("clip_auc", "frr_at_target", "det_frr_at_target", "fa_per_hour", "stream_hours", "n_clips")
 
 
 def engines_in(cfg: Config) -> list[str]:
@@ -77,10 +77,11 @@ def loeo(cfg: Config) -> dict:
 
 
 def print_loeo(results: dict) -> None:
-    print(f"\n{'held-out engine':18s} {'job':9s} {'clip AUC':>9s} {'FRR@θ':>7s} {'FA/h':>7s} {'stream h':>9s}")
+    print(f"\n{'held-out engine':18s} {'job':9s} {'clip AUC':>9s} {'FRR@θ':>9s} {'FRR@DET':>9s} {'FA/h':>9s} "
+          f"{'stream h':>9s}")
     for engine, jobs in results.items():
         for job, row in jobs.items():
-            cells = [row[m] for m in ("clip_auc", "frr_at_target", "fa_per_hour", "stream_hours")]
+            cells = [row.get(m) for m in ("clip_auc", "frr_at_target", "det_frr_at_target", "fa_per_hour", "stream_hours")]
             print(f"{engine:18s} {job:9s} " + " ".join(f"{v:>9.3f}" if v is not None else f"{'-':>9s}"
                                                       for v in cells))
 

@@ -126,8 +126,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 # ----------------------------------------------------------------------------- results in W&B
 # test figures of report.json put in the run's summary as test/<key> (FRR, FA/h at val's θ)
-TEST_SUMMARY_KEYS = ("f1_macro", "accuracy", "frr_at_target", "fa_per_hour", "fa_count", "threshold",
-                     "target_fa_per_hour", "meets_target", "clip_auc", "clip_eer", "det_eer", "stream_hours")
+TEST_SUMMARY_KEYS = ("f1_macro", "accuracy", "frr_at_target", "det_frr_at_target", "fa_per_hour", "fa_count",
+                     "threshold", "target_fa_per_hour", "meets_target", "clip_auc", "clip_eer", "det_eer",
+                     "stream_hours")
 
 
 @contextlib.contextmanager
