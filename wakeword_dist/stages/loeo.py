@@ -81,7 +81,8 @@ def print_loeo(results: dict) -> None:
           f"{'stream h':>9s}")
     for engine, jobs in results.items():
         for job, row in jobs.items():
-            cells = [row.get(m) for m in ("clip_auc", "frr_at_target", "det_frr_at_target", "fa_per_hour", "stream_hours")]
+            cells = [row.get(m) for m in ("clip_auc", "frr_at_target", "det_frr_at_target", "fa_per_hour",
+                                          "stream_hours")]
             print(f"{engine:18s} {job:9s} " + " ".join(f"{v:>9.3f}" if v is not None else f"{'-':>9s}"
                                                       for v in cells))
 

@@ -24,7 +24,8 @@ from wakeword_dist.data import reader
 from wakeword_dist.eval.report import build_report, dedup_by_key, score_clips, score_streams
 
 SUMMARY_KEYS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "frr_at_target", "det_frr_at_target",
-                "fa_per_hour", "hard_negative_far", "threshold", "clip_auc", "clip_eer", "det_eer", "n_clips", "stream_hours")
+                "fa_per_hour", "hard_negative_far", "threshold", "clip_auc", "clip_eer", "det_eer", "n_clips",
+                "stream_hours")
 
 
 def summary_of(report: dict) -> dict:
@@ -32,7 +33,8 @@ def summary_of(report: dict) -> dict:
     return {k: float(report[k]) for k in SUMMARY_KEYS if k in report and report[k] is not None}
 
 
-PER_ENGINE_KEYS = ("clip_auc", "frr_at_target", "det_frr_at_target", "fa_per_hour", "stream_hours", "accuracy", "f1_macro", "n_clips")
+PER_ENGINE_KEYS = ("clip_auc", "frr_at_target", "det_frr_at_target", "fa_per_hour", "stream_hours", "accuracy",
+                   "f1_macro", "n_clips")
 
 
 def stream_keys_for(half: str, stream_dir) -> list[str]:
